@@ -16,18 +16,34 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _commands() -> None:
-    """Keeps `streamcam COMMAND` a command group even while it has a single command."""
-
-
 @app.command()
 def models() -> None:
     """List the torchvision classification models that --model accepts."""
-    import torchvision
+    from .models import available_models
 
-    for name in sorted(torchvision.models.list_models(module=torchvision.models)):
+    for name in available_models():
         typer.echo(name)
+
+
+@app.command()
+def layers(model: str = typer.Argument(..., help="A model name, as listed by `streamcam models`.")) -> None:
+    """List the layers of MODEL that can be explained (--layer), last one (the default) at the bottom."""
+    from .cam.layers import feature_layers
+    from .models import load_model
+
+    loaded = load_model(model, "none", device="cpu")
+    typer.echo(f"{'layer':<20} {'channels':>8} {'stride':>6}  same output as")
+    for layer in feature_layers(loaded.model, max_depth=2):
+        typer.echo(f"{layer.name:<20} {layer.channels:>8} {layer.stride:>6}  {', '.join(layer.aliases)}")
+
+
+@app.command()
+def methods() -> None:
+    """List the explanation methods that --method accepts."""
+    from .cam import METHODS
+
+    for name, method in METHODS.items():
+        typer.echo(f"{name:<11} {method.summary}")
 
 
 def main() -> None:

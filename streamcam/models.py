@@ -1,0 +1,250 @@
+"""Load a torchvision classifier with its preprocessing and class names.
+
+`load_model("resnet50")` uses torchvision's weights API (the model, its normalisation and its categories
+travel together); `weights="none"` gives random weights; a path loads a checkpoint (state_dict or saved
+module) with optional labels.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from .errors import StreamcamError, WeightsUnavailableError, unknown_name
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_INPUT_SIZE = 224
+# Wrappers that prefix every state_dict key: DataParallel/DDP and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_CLASS_NAME_KEYS = ("class_names", "classes", "categories", "labels")
+
+
+def available_models() -> list[str]:
+    """Names of torchvision's image classification models."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' means the first CUDA GPU when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise StreamcamError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise StreamcamError(f"device {device!r} asked for, but this machine has no usable CUDA GPU")
+    return resolved
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """uint8 RGB frames -> the normalised float batch the model expects.
+
+    The whole frame is resized so that its short side is `short_side`, keeping the aspect ratio and
+    never cropping, so that the heatmap covers everything in the frame.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    short_side: int = DEFAULT_INPUT_SIZE
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the model input for a frame of this size."""
+        scale = self.short_side / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def __call__(self, frames: torch.Tensor | np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+        """(B,H,W,3) or (H,W,3) uint8 RGB -> (B,3,h,w) float32 on `device` (default: where frames are)."""
+        batch = torch.as_tensor(frames)
+        if batch.ndim == 3:
+            batch = batch.unsqueeze(0)
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != torch.uint8:
+            raise StreamcamError(
+                f"expected uint8 RGB frames shaped (B,H,W,3), got {batch.dtype} {tuple(batch.shape)}"
+            )
+        if device is not None:
+            batch = batch.to(device, non_blocking=True)
+        # Resize in float (antialiased when shrinking) and normalise in one fused multiply-add.
+        images = batch.permute(0, 3, 1, 2).float()
+        size = self.input_size(*images.shape[-2:])
+        if size != tuple(images.shape[-2:]):
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images / 255.0 - mean) / std
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A classifier in eval mode on its device, with the preprocessing and class names that match it."""
+
+    name: str
+    model: nn.Module
+    preprocess: Preprocess
+    class_names: tuple[str, ...] | None
+    weights: str  # what was loaded, for logs and summaries: "imagenet (IMAGENET1K_V2)", "none", a path
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def load_model(
+    name: str,
+    weights: str | Path = "imagenet",
+    *,
+    labels: str | Path | None = None,
+    device: str | torch.device = "auto",
+    input_size: int = DEFAULT_INPUT_SIZE,
+) -> LoadedModel:
+    """Build torchvision model `name` with `weights` ("imagenet", "none" or a checkpoint path).
+
+    `labels` is a text file with one class name per line, or a JSON list (or {index: name}); it
+    overrides names stored in the checkpoint or the weights' metadata.
+    """
+    if name not in available_models():
+        raise unknown_name("model", name, available_models(), hint="(`streamcam models` lists them)")
+    if input_size < 32:
+        raise StreamcamError(f"input size {input_size} is too small; CNNs need a short side of at least 32")
+    target = resolve_device(device)
+    weights_str = str(weights)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if weights_str == "imagenet":
+        model, class_names, description, mean, std = _load_imagenet(name)
+    elif weights_str == "none":
+        model, class_names, description = torchvision.models.get_model(name, weights=None), None, "none"
+    else:
+        model, class_names = _load_checkpoint(name, Path(weights_str))
+        description = weights_str
+    if labels is not None:
+        class_names = read_labels(labels)
+    num_classes = _num_classes(model)
+    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+        raise StreamcamError(f"{len(class_names)} class names for a model with {num_classes} outputs")
+    # channels_last: oneDNN (CPU) and cuDNN tensor cores (GPU) run NHWC convolutions faster; on this
+    # project's 2-core CPU it measured 1.1-1.45x for ResNet-18/50 (docs/benchmarks.md).
+    model = model.eval().to(target, memory_format=torch.channels_last)
+    return LoadedModel(name, model, Preprocess(mean, std, input_size), class_names, description)
+
+
+def _load_imagenet(name: str):
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        model = torchvision.models.get_model(name, weights=weights)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise WeightsUnavailableError(
+            f"cannot download the ImageNet weights for {name} ({reason}); "
+            "pass --weights PATH to a checkpoint file, or --weights none for random weights"
+        ) from None
+    transforms = weights.transforms()
+    description = f"imagenet ({weights.name})"
+    return model, tuple(weights.meta["categories"]), description, tuple(transforms.mean), tuple(transforms.std)
+
+
+def _load_checkpoint(name: str, path: Path) -> tuple[nn.Module, tuple[str, ...] | None]:
+    if not path.is_file():
+        raise StreamcamError(f"weights file not found: {path} (use imagenet, none or a checkpoint path)")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # A whole pickled nn.Module needs full unpickling, which runs code from the file. The user
+        # named this file as their model, so it is trusted like any code they run.
+        loaded = _torch_load(path, weights_only=False)
+    except Exception as error:  # torch raises many types for files that are not checkpoints
+        raise StreamcamError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
+
+    class_names = None
+    if isinstance(loaded, dict):
+        class_names = next((tuple(loaded[k]) for k in _CLASS_NAME_KEYS if k in loaded), None)
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in loaded and isinstance(loaded[key], (dict, nn.Module)):
+                loaded = loaded[key]
+                break
+    if isinstance(loaded, nn.Module):
+        return loaded, class_names
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise StreamcamError(f"{path} holds neither a state_dict nor a model")
+
+    state = {_strip_wrapper_prefix(k): v for k, v in loaded.items()}
+    head_weight = state.get(f"{_classifier_name(torchvision.models.get_model(name, weights=None))}.weight")
+    num_classes = head_weight.shape[0] if head_weight is not None else 1000
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    mismatch = _first_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise StreamcamError(f"checkpoint {path} does not fit {name}: {mismatch}")
+    model.load_state_dict(state)
+    return model, class_names
+
+
+def _torch_load(path: Path, weights_only: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as error:
+        raise StreamcamError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
+
+
+def _strip_wrapper_prefix(key: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def _first_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
+    """Describe the first key (in the model's order) that is missing, extra or of the wrong shape."""
+    for key, tensor in expected.items():
+        if key not in given:
+            return f"missing key {key!r}"
+        if tuple(given[key].shape) != tuple(tensor.shape):
+            return f"key {key!r} has shape {tuple(given[key].shape)}, the model needs {tuple(tensor.shape)}"
+    extra = [key for key in given if key not in expected]
+    return f"unexpected key {extra[0]!r}" if extra else None
+
+
+def _classifier_name(model: nn.Module) -> str | None:
+    """The last Linear layer: the one whose outputs are the class scores in torchvision classifiers."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    name = _classifier_name(model)
+    return model.get_submodule(name).out_features if name else None
+
+
+def read_labels(path: str | Path) -> tuple[str, ...]:
+    """Class names from a text file (one per line) or JSON (a list, or a {index: name} mapping)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise StreamcamError(f"cannot read labels file {path}: {error.strerror or error}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise StreamcamError(f"labels file {path} is not valid JSON: {error}") from None
+        if isinstance(data, dict):
+            try:
+                data = [data[k] for k in sorted(data, key=int)]
+            except ValueError:
+                raise StreamcamError(f"labels file {path}: JSON object keys must be class indices") from None
+        if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
+            raise StreamcamError(f"labels file {path}: expected a JSON list of names")
+        return tuple(data)
+    names = tuple(line.strip() for line in text.splitlines())
+    while names and not names[-1]:
+        names = names[:-1]
+    return names
