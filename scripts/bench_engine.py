@@ -1,0 +1,127 @@
+"""Engine speed: plain inference vs every streamcam method vs pytorch-grad-cam, in one run.
+
+    scripts/with-env python scripts/bench_engine.py                 # CPU, writes docs/benchmarks.md
+    scripts/with-env python scripts/bench_engine.py --device cuda   # GPU at bf16/fp16 (auto precision)
+
+Each row times plain inference, the streamcam method and pytorch-grad-cam's version round-robin on the
+same input, so "× plain" and "streamcam / pgc" compare calls made under the same machine conditions.
+Frames per second are batch size / median seconds per call (CUDA events on a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+
+import torch
+
+import benchlib  # scripts/ is on sys.path as this script's directory
+from streamcam import METHODS, Explainer, load_model
+from streamcam.cam.session import autocast, resolve_precision
+
+# Slow by construction: Score-CAM runs one forward pass per channel (512 for ResNet-18, 2048 for
+# ResNet-50) and SmoothGrad n forward+backward passes, so they get one timed call, without warm-up,
+# and Score-CAM only where that takes seconds rather than hours.
+SLOW_METHODS = {"scorecam", "smoothgrad"}
+SCORECAM_CONFIGS = {("resnet18", 1)}
+SCORECAM_BATCH = 32  # masked images per forward pass, for both implementations
+SMOOTHGRAD_SAMPLES = 8
+
+
+def reference_classes() -> dict[str, type]:
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
+
+    return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM,
+            "hirescam": HiResCAM, "xgradcam": XGradCAM, "scorecam": ScoreCAM}
+
+
+def bench(model_name: str, batch: int, size: int, device: torch.device, seconds: float) -> list[list[object]]:
+    model = load_model(model_name, "none", device=device).model  # channels_last, as streamcam runs it
+    # What a pytorch-grad-cam user passes: the same weights in torchvision's default (NCHW) layout.
+    torchvision_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    x = torch.randn(batch, 3, size, size, device=device)
+    precision = resolve_precision("auto", device)
+    references = reference_classes()
+
+    def plain():
+        with torch.inference_mode(), autocast(device, precision):
+            model(x)
+
+    for _ in range(3):  # first calls after loading allocate and pick kernels; keep them out of every row
+        plain()
+    rows = []
+    for method, layer in [(method, "layer4") for method in METHODS] + [("gradcam", "layer3")]:
+        if method == "scorecam" and (model_name, batch) not in SCORECAM_CONFIGS:
+            continue
+        options = {"smoothgrad": {"n": SMOOTHGRAD_SAMPLES}, "scorecam": {"batch_size": SCORECAM_BATCH}}.get(method, {})
+        pixel_method = method in ("saliency", "smoothgrad")
+        explainer = Explainer(model, method, layer=None if pixel_method else layer, **options)
+        calls = {"plain": plain, "streamcam": lambda: explainer(x)}
+        references_used = []
+        if method in references:
+            for name, reference_model in [("reference", torchvision_model), ("reference_cl", model)]:
+                reference = references[method](model=reference_model, target_layers=[reference_model.get_submodule(layer)])
+                reference.batch_size = SCORECAM_BATCH  # only Score-CAM reads it
+                calls[name] = functools.partial(reference, input_tensor=x, targets=None)
+                references_used.append(reference)
+        slow = method in SLOW_METHODS
+        medians = benchlib.interleaved_medians(calls, device, min_rounds=1 if slow else 5,
+                                               min_seconds=0 if slow else seconds, warmup=not slow)
+        for reference in references_used:
+            reference.activations_and_grads.release()
+        fps = {name: batch / value for name, value in medians.items()}
+        label = f"{method} (n={SMOOTHGRAD_SAMPLES})" if method == "smoothgrad" else method
+        ours, theirs = fps["streamcam"], fps.get("reference")
+        rows.append([model_name, batch, label, "" if pixel_method else layer, f"{fps['plain']:.1f}", _fps(ours),
+                     f"{ours / fps['plain']:.2f}", _fps(theirs) if theirs else "—",
+                     f"{ours / theirs:.2f}×" if theirs else "",
+                     _fps(fps["reference_cl"]) if theirs else "—"])
+        print("  ".join(str(cell) for cell in rows[-1]), flush=True)
+    return rows
+
+
+def _fps(value: float) -> str:
+    return f"{value:.1f}" if value >= 1 else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="resnet18,resnet50")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--size", type=int, default=224, help="square input side in pixels (default 224)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per row (default 3)")
+    parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    precision = resolve_precision("auto", device)
+    print(benchlib.machine(device), f"precision {precision}", flush=True)
+    rows = []
+    for model_name in args.models.split(","):
+        for batch in map(int, args.batches.split(",")):
+            rows += bench(model_name, batch, args.size, device, args.seconds)
+
+    header = ["model", "batch", "method", "layer", "plain fps", "streamcam fps", "× plain",
+              "pytorch-grad-cam fps", "streamcam / pgc", "pgc on channels_last fps"]
+    body = (
+        f"Input {args.size}×{args.size}, random weights, top-1 target; streamcam at precision {precision}, "
+        "pytorch-grad-cam at fp32 (it has no mixed precision). \"plain\" is inference of the model as "
+        "streamcam loads it (channels_last); pytorch-grad-cam gets the same weights in torchvision's default "
+        "layout, as its users have them, and the last column gives it streamcam's channels_last model too. "
+        "Each row times all of these round-robin on the same input; fps = batch / median seconds per call, after a "
+        f"warm-up call, over ≥5 rounds and ≥{args.seconds:g} s. Score-CAM (one forward per channel) is timed "
+        f"for {', '.join(f'{m} batch {b}' for m, b in sorted(SCORECAM_CONFIGS))} only, and it and SmoothGrad "
+        f"(n={SMOOTHGRAD_SAMPLES}) get one call without warm-up.\n\n"
+        + benchlib.markdown_table(header, rows)
+    )
+    print()
+    print(body)
+    if not args.no_record:
+        benchlib.record(f"bench_engine:{device.type}", f"Engine ({device.type.upper()}, {precision})", body, device)
+        print(f"\nrecorded in {benchlib.REPO / 'docs' / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    main()
