@@ -1,11 +1,15 @@
-"""The `streamcam` command line. Commands only turn flags into calls; the work happens in the library."""
+"""The `streamcam` command line. Commands only turn flags into a RunConfig; the work happens in the library."""
 
 from __future__ import annotations
 
+import inspect
 import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from .config import FIELDS, RunConfig, load_preset
 from .errors import StreamcamError
 
 app = typer.Typer(
@@ -13,7 +17,83 @@ app = typer.Typer(
     help="See where a vision model looks: Grad-CAM heatmaps over camera, video and stream frames.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+DEFAULT = RunConfig()
+
+# Options shared by `run` and `webcam`. Defaults come from RunConfig, so the help tells the truth.
+Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the annotated video here (.mp4, .mkv, .mov, .webm, ...), or images into this folder.")]
+Model = Annotated[str, typer.Option(help="Torchvision classifier (see `streamcam models`).")]
+Weights = Annotated[str, typer.Option(help="imagenet (downloaded once), none (random), or a checkpoint PATH.")]
+Labels = Annotated[Optional[Path], typer.Option(help="Class names: a text file (one per line) or JSON list.")]
+Method = Annotated[str, typer.Option(help="Explanation method (see `streamcam methods`).")]
+Layer = Annotated[Optional[str], typer.Option(help="Layer to explain, e.g. layer4 or layer3.5 (see `streamcam layers MODEL`). [default: last feature map before pooling]")]
+Target = Annotated[Optional[str], typer.Option(help="Explain this class (name or index) in every frame. [default: each frame's top-1]")]
+TopK = Annotated[int, typer.Option("--top-k", help="Classes listed on the frame; with --view grid, maps shown.")]
+Alpha = Annotated[float, typer.Option(help="Heatmap opacity, 0..1.")]
+Colormap = Annotated[str, typer.Option(help="jet, turbo, inferno or viridis.")]
+View = Annotated[str, typer.Option(help="overlay, side (original | overlay) or grid (one map per top-k class).")]
+Smooth = Annotated[float, typer.Option(help="Temporal smoothing of maps against flicker, 0 (off) .. <1 (strong).")]
+InputSize = Annotated[int, typer.Option("--input-size", help="Model input short side in pixels (aspect kept, nothing cropped).")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per forward pass. [default: 1 for live sources, 4 for files]")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Precision = Annotated[str, typer.Option(help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
+Crf = Annotated[int, typer.Option(help="Video quality: 0 (lossless) .. 51; lower is better and bigger.")]
+Preset = Annotated[Optional[str], typer.Option(help="x264 speed preset. [default: veryfast for files, ultrafast for live]")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")]
+Log = Annotated[Optional[Path], typer.Option(help="Write one JSON line per frame here: classes, probabilities, heatmap peak, latency.")]
+Config = Annotated[Optional[Path], typer.Option(help="YAML preset (see configs/); flags given here override it.")]
+CameraSize = Annotated[Optional[str], typer.Option("--camera-size", help="Camera resolution, e.g. 1280x720. [default: the camera's]")]
+CameraFps = Annotated[Optional[float], typer.Option("--camera-fps", help="Camera frame rate. [default: the camera's]")]
+Debug = Annotated[bool, typer.Option(help="Show full tracebacks.")]
+
+
+def _options(
+    output: Output = None,
+    model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
+    method: Method = DEFAULT.method, layer: Layer = None, target: Target = None, top_k: TopK = DEFAULT.top_k,
+    alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap, view: View = DEFAULT.view,
+    smooth: Smooth = DEFAULT.smooth,
+    input_size: InputSize = DEFAULT.input_size, batch_size: BatchSize = None, device: Device = DEFAULT.device,
+    precision: Precision = DEFAULT.precision, crf: Crf = DEFAULT.crf, preset: Preset = None,
+    camera_size: CameraSize = None, camera_fps: CameraFps = None,
+    max_frames: MaxFrames = None, log: Log = None, config: Config = None, debug: Debug = False,
+) -> None:
+    """The options `run` and `webcam` share (their signature is appended to each command's)."""
+
+
+def _with_shared_options(command):
+    """Typer reads a command's options from its signature: append the shared ones to the command's own."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = list(inspect.signature(_options, eval_str=True).parameters.values())
+    command.__signature__ = inspect.Signature(own + shared)
+    return command
+
+
+@app.command()
+@_with_shared_options
+def run(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="Video file, image or folder of images, stream URL (rtsp://, http://), camera index, or lavfi:GRAPH.")],
+    show: Annotated[bool, typer.Option(help="Show a window (q/Esc quits, space pauses, s saves a snapshot).")] = DEFAULT.show,
+    **options: object,
+) -> None:
+    """Explain every frame of SOURCE: write an annotated video (-o), a per-frame log (--log), show a window (--show)."""
+    _run(_config(ctx, options["config"]))
+
+
+@app.command()
+@_with_shared_options
+def webcam(
+    ctx: typer.Context,
+    camera: Annotated[str, typer.Option(help="Camera index or device path (/dev/video0; a name on Windows).")] = "0",
+    show: Annotated[bool, typer.Option(help="Show the window (q/Esc quits, space pauses, s saves a snapshot).")] = True,
+    **options: object,
+) -> None:
+    """Explain a live camera in a window: `run` with a camera and the window on."""
+    settings = _config(ctx, options["config"])
+    settings.source = camera
+    _run(settings)
 
 
 @app.command()
@@ -46,10 +126,46 @@ def methods() -> None:
         typer.echo(f"{name:<11} {method.summary}")
 
 
+def _config(ctx: typer.Context, preset_path: Path | None) -> RunConfig:
+    """Defaults < the --config preset < flags given on the command line."""
+    preset = load_preset(preset_path) if preset_path else {}
+    config = RunConfig(**preset)
+    for name, value in ctx.params.items():
+        # By name: Typer >= 0.20 vendors click, and its ParameterSource enum is private.
+        given = ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")
+        if name in FIELDS and (given or name not in preset):
+            setattr(config, name, value)
+    return config
+
+
+def _run(config: RunConfig) -> None:
+    from . import api
+    from .console import RunProgress, print_summary, setup_logging
+
+    setup_logging()
+    with RunProgress(config.max_frames) as progress:
+        result = api.run(config, on_tick=progress)
+    print_summary(result)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
 def main() -> None:
-    """Entry point: user errors become one red line on stderr and exit code 2, never a traceback."""
+    """Entry point: errors become one red line on stderr and a non-zero exit code; --debug shows the
+    traceback. User errors (names, files, options) exit 2, failures during a run exit 1."""
+    debug = "--debug" in sys.argv[1:]
     try:
         app()
     except StreamcamError as error:
+        if debug:
+            raise
         typer.secho(f"error: {error}", fg="red", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg="red", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
+        if debug:
+            raise
+        typer.secho(f"error: {type(error).__name__}: {error} (--debug shows the traceback)", fg="red", err=True)
+        sys.exit(1)

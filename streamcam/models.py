@@ -64,8 +64,11 @@ class Preprocess:
         scale = self.short_side / min(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
-    def __call__(self, frames: torch.Tensor | np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
-        """(B,H,W,3) or (H,W,3) uint8 RGB -> (B,3,h,w) float32 on `device` (default: where frames are)."""
+    def __call__(
+        self, frames: torch.Tensor | np.ndarray, device: torch.device | str | None = None, bgr: bool = False
+    ) -> torch.Tensor:
+        """(B,H,W,3) or (H,W,3) uint8 RGB (BGR with bgr=True, as OpenCV and the pipeline keep frames)
+        -> (B,3,h,w) float32 on `device` (default: where the frames are)."""
         batch = torch.as_tensor(frames)
         if batch.ndim == 3:
             batch = batch.unsqueeze(0)
@@ -75,6 +78,8 @@ class Preprocess:
             )
         if device is not None:
             batch = batch.to(device, non_blocking=True)
+        if bgr:
+            batch = batch.flip(-1)  # on the device, after the upload
         # Resize in float (antialiased when shrinking) and normalise in one fused multiply-add.
         images = batch.permute(0, 3, 1, 2).float()
         size = self.input_size(*images.shape[-2:])

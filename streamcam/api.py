@@ -1,0 +1,143 @@
+"""Run a whole job from a RunConfig: open the source, load the model, build the sinks, run the pipeline.
+
+    from streamcam.api import run
+    from streamcam.config import RunConfig
+    result = run(RunConfig(source="dashcam.mp4", output=Path("out.mp4"), weights="imagenet"))
+    print(result.stats.summary())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cam import Explainer
+from .config import RunConfig, parse_size
+from .errors import StreamcamError
+from .explain import FrameExplainer
+from .models import load_model
+from .pipeline import Pipeline, PipelineOptions
+from .render import make_renderer
+from .sinks import IMAGE_SUFFIXES, ImageSink, JsonlLog, Sink, VideoFileSink, Window, check_output, display_problem
+from .sources import ImageSource, Source, open_source
+from .stats import RunStats
+
+log = logging.getLogger("streamcam")
+
+
+@dataclass
+class RunResult:
+    stats: RunStats
+    source: str
+    outputs: list[Path] = field(default_factory=list)
+    stop_reason: str | None = None  # why the run ended before its source did, if it did
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
+    expected_frames: int | None = None
+
+
+def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
+        handle_signals: bool = True) -> RunResult:
+    """Run `config` to the end of its source or until stopped. Ctrl-C / SIGTERM stop reading and finish
+    cleanly (a second Ctrl-C abandons the frames in flight); outputs are always closed and playable."""
+    config.validate()
+    if config.output is not None:
+        check_output(config.output, config.source)
+    if config.log is not None:
+        check_output(config.log, config.source, log=True)
+    window_problem = display_problem() if config.show else None
+    if window_problem and config.output is None and config.log is None:
+        raise StreamcamError(f"cannot show a window: {window_problem}; give -o/--output or --log to run without one")
+    if not config.show and config.output is None and config.log is None:
+        raise StreamcamError("nothing to do: give -o/--output, --log or --show")
+
+    camera_size = parse_size(config.camera_size) if config.camera_size else None
+    with contextlib.ExitStack() as resources:
+        source = resources.enter_context(open_source(config.source, camera_size=camera_size, camera_fps=config.camera_fps))
+        loaded = load_model(config.model, config.weights, labels=config.labels, device=config.device,
+                            input_size=config.input_size)
+        explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision)
+        frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
+                                grid=config.view == "grid", smooth=config.smooth)
+        renderer = make_renderer(loaded.device, frames.class_name, view=config.view, alpha=config.alpha,
+                                 colormap=config.colormap, top_k=config.top_k)
+        sinks = _open_sinks(config, source, frames.class_name)
+        for sink in sinks:
+            resources.callback(sink.close)
+        window = None
+        if config.show:
+            if window_problem:
+                log.warning("no window: %s; running without one", window_problem)
+            else:
+                window = Window(f"streamcam: {source.info.description}")
+                resources.callback(window.close)
+
+        batch_size = config.batch_size or (1 if source.info.live else 4)
+        pipeline = Pipeline(source, frames, renderer, sinks, PipelineOptions(batch_size, config.max_frames), window)
+        result = RunResult(pipeline.stats, source.info.description,
+                           [p for p in (config.output, config.log) if p is not None])
+        expected = source.info.frame_count
+        if config.max_frames is not None:
+            expected = min(expected, config.max_frames) if expected else config.max_frames
+        result.expected_frames = expected
+        with _stop_on_signals(pipeline, result) if handle_signals else contextlib.nullcontext():
+            pipeline.run(on_tick)
+        result.stop_reason = pipeline.stop_reason
+        if source.damaged_packets:
+            log.warning("%d damaged packets could not be decoded and were skipped", source.damaged_packets)
+    return result
+
+
+def _open_sinks(config: RunConfig, source: Source, class_name) -> list[Sink]:
+    sinks: list[Sink] = []
+    try:
+        if config.log is not None:
+            sinks.append(JsonlLog(config.log, class_name))
+        if config.output is not None:
+            output = config.output
+            if output.suffix.lower() in IMAGE_SUFFIXES or not output.suffix:
+                if output.suffix and not (isinstance(source, ImageSource) and len(source.paths) == 1):
+                    raise StreamcamError(f"{output} is one image, but {source.info.description} has several frames; "
+                                         "give a folder or a video file")
+                sinks.append(ImageSink(output))
+            else:
+                sinks.append(VideoFileSink(output, source.info, audio=source.audio, crf=config.crf, preset=config.preset))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+@contextlib.contextmanager
+def _stop_on_signals(pipeline: Pipeline, result: RunResult) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: stop reading and finish. Second: abandon frames in flight. Third: exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = 0
+
+    def handler(signum, frame) -> None:
+        nonlocal count
+        count += 1
+        result.interrupted = True
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if count == 1:
+            log.warning("%s: finishing the frames in flight and closing the outputs (again to stop at once)", name)
+            pipeline.stop(f"interrupted ({name})")
+        elif count == 2:
+            pipeline.abort(f"interrupted ({name} twice)")
+        else:
+            os._exit(130)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,91 @@
+"""What the terminal shows: a progress bar with ETA for files, a status line for live sources, the summary.
+
+Progress goes to stderr and the summary to stdout, so `streamcam run ... > summary.txt` keeps the result.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .api import RunResult
+from .pipeline import Pipeline
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+def setup_logging(debug: bool = False) -> None:
+    """streamcam's warnings as "warning: ..." lines on stderr."""
+    handler = RichHandler(console=stderr, show_time=False, show_path=debug, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("streamcam")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+
+
+class RunProgress:
+    """The pipeline's on_tick callback (main thread). The display starts at the first tick, once the
+    source is open and it is known whether it is live and how many frames it has."""
+
+    def __init__(self, max_frames: int | None = None):
+        self.max_frames = max_frames
+        self.progress: Progress | None = None
+        self.task = None
+        self.live = False
+
+    def __enter__(self) -> RunProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _start(self, pipeline: Pipeline) -> None:
+        info = pipeline.source.info
+        self.live = info.live
+        if self.live:
+            columns = [TextColumn("[bold]live[/]"), TextColumn("{task.description}"), TimeElapsedColumn()]
+            total = None
+        else:
+            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+            counts = [n for n in (info.frame_count, self.max_frames) if n]
+            total = min(counts) if counts else None
+        self.progress = Progress(*columns, console=stderr)
+        self.task = self.progress.add_task("starting", total=total)
+        self.progress.start()
+
+    def __call__(self, pipeline: Pipeline) -> None:
+        if self.progress is None:
+            self._start(pipeline)
+        stats = pipeline.stats
+        fps = stats.output_fps.fps()
+        parts = [f"{fps:.1f} fps" if fps else "warming up"]
+        if self.live:
+            parts += [f"{stats.written} frames", f"dropped {pipeline.dropped}"]
+            if stats.recent_latencies:
+                parts.append(f"latency {stats.latency_ms(50, recent=True):.0f} ms")
+        if pipeline.control.paused.is_set():
+            parts.append("paused")
+        self.progress.update(self.task, completed=stats.written, description=" · ".join(parts))
+
+
+def print_summary(result: RunResult) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("source", result.source)
+    for label, value in result.stats.summary():
+        table.add_row(label, value)
+    if result.stop_reason:
+        how_far = f"{result.stats.written} of {result.expected_frames}" if result.expected_frames else f"{result.stats.written}"
+        table.add_row("stopped", f"{result.stop_reason}, after {how_far} frames")
+    for path in result.outputs:
+        table.add_row("wrote", str(path))
+    stdout.print(table)

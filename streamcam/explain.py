@@ -1,0 +1,126 @@
+"""The explain stage: batches of decoded frames -> heatmaps, classes and probabilities per frame.
+
+Owns the model and the compute device (one thread runs it). Frames are uploaded as uint8 and resized,
+normalised and explained on the device; only small per-frame summaries come back to the CPU here, the
+maps stay on the device for the renderer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cam import Explainer
+from .errors import StreamcamError, unknown_name
+from .models import LoadedModel
+from .sources import Frame
+
+
+@dataclass
+class ExplainedFrame:
+    frame: Frame
+    maps: torch.Tensor  # (K,h,w) float32 in [0,1] at model-input resolution, on the compute device
+    classes: list[int]  # the K explained classes
+    probabilities: list[float]  # their probabilities
+    top: list[tuple[int, float]]  # the frame's top-k (class, probability), for labels and logs
+    peak: tuple[int, int]  # (x, y) of the first map's maximum, in frame pixels
+
+
+class FrameExplainer:
+    """Runs `explainer` on frames. `top_k` classes are reported per frame; with `grid` each of them gets
+    its own map, otherwise only the `target` (or the top-1) class is explained. `smooth` in [0,1) blends
+    each map with the previous frame's (exponential moving average) to stop flicker."""
+
+    def __init__(self, loaded: LoadedModel, explainer: Explainer, *, target: str | None = None,
+                 top_k: int = 1, grid: bool = False, smooth: float = 0.0):
+        self.loaded = loaded
+        self.explainer = explainer
+        self.device = loaded.device
+        self.top_k = top_k
+        self.grid = grid
+        self.smooth = smooth
+        self.target = None if target is None else self._class_index(target)
+        if grid and self.target is not None:
+            raise StreamcamError("--target picks one class; the grid view shows the top-k classes (--top-k)")
+        self._previous: list[tuple[int, torch.Tensor]] = []  # (class, smoothed map) per map slot
+
+    def class_name(self, index: int) -> str:
+        names = self.loaded.class_names
+        return names[index] if names else f"class {index}"
+
+    def _class_index(self, target: str) -> int:
+        names = self.loaded.class_names
+        if target.isdigit():
+            return int(target)
+        if not names:
+            raise StreamcamError(f"--target {target!r} is a name, but the model has no class names; give an index")
+        if target not in names:
+            raise unknown_name("class", target, names)
+        return names.index(target)
+
+    def __call__(self, frames: list[Frame]) -> list[ExplainedFrame]:
+        """Explain frames in order. Consecutive frames of the same size share one forward pass."""
+        results: list[ExplainedFrame] = []
+        start = 0
+        while start < len(frames):
+            end = start + 1
+            while end < len(frames) and frames[end].image.shape == frames[start].image.shape:
+                end += 1
+            results += self._explain_batch(frames[start:end])
+            start = end
+        return results
+
+    def _explain_batch(self, frames: list[Frame]) -> list[ExplainedFrame]:
+        images = torch.from_numpy(np.stack([frame.image for frame in frames]))
+        x = self.loaded.preprocess(images, device=self.device, bgr=True)
+        k = self.top_k if self.grid else None
+        result = self.explainer(x, self.target, topk=k)
+        maps = result.maps if k else result.maps[:, None]
+        targets = result.targets if k else result.targets[:, None]
+        maps = self._smoothed(maps, targets)
+
+        # One transfer for everything the CPU needs: probabilities, top-k and each frame's peak.
+        probabilities = result.probabilities
+        top = probabilities.topk(min(self.top_k, probabilities.shape[1]), dim=1)
+        peaks = maps[:, 0].flatten(1).argmax(dim=1)
+        host = [t.cpu() for t in (targets, probabilities.gather(1, targets), top.indices, top.values, peaks)]
+        targets_cpu, target_probs, top_indices, top_values, peaks_cpu = host
+
+        height, width = frames[0].image.shape[:2]
+        map_height, map_width = maps.shape[-2:]
+        explained = []
+        for i, frame in enumerate(frames):
+            y, x_pos = divmod(int(peaks_cpu[i]), map_width)
+            peak = (_to_frame(x_pos, map_width, width), _to_frame(y, map_height, height))
+            explained.append(ExplainedFrame(
+                frame, maps[i], targets_cpu[i].tolist(), target_probs[i].tolist(),
+                list(zip(top_indices[i].tolist(), top_values[i].tolist())), peak,
+            ))
+        return explained
+
+    def _smoothed(self, maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """EMA per map slot, in frame order; a slot restarts when its class or the map size changes."""
+        if self.smooth == 0:
+            return maps
+        out = torch.empty_like(maps)
+        targets_cpu = targets.tolist()
+        for i in range(maps.shape[0]):
+            for slot in range(maps.shape[1]):
+                current = maps[i, slot]
+                if slot < len(self._previous):
+                    cls, previous = self._previous[slot]
+                    if cls == targets_cpu[i][slot] and previous.shape == current.shape:
+                        current = self.smooth * previous + (1 - self.smooth) * current
+                if slot < len(self._previous):
+                    self._previous[slot] = (targets_cpu[i][slot], current)
+                else:
+                    self._previous.append((targets_cpu[i][slot], current))
+                out[i, slot] = current
+        return out
+
+
+def _to_frame(position: int, map_size: int, frame_size: int) -> int:
+    """A map pixel's centre in frame pixels (the map covers the whole frame)."""
+    return min(frame_size - 1, int((position + 0.5) * frame_size / map_size))

@@ -1,0 +1,337 @@
+"""Where rendered frames go: a video file (PyAV), a folder of images, a JSONL log, a window (OpenCV).
+
+Every sink is opened before the run, written from one thread, and closed in a `finally`, so that a run
+that stops early still leaves a playable video and a complete log of what was processed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import queue
+import socket
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .errors import StreamcamError
+from .explain import ExplainedFrame
+from .sources import IMAGE_SUFFIXES, AudioTrack, VideoInfo
+
+log = logging.getLogger("streamcam")
+
+# Extension -> (encoder, pixel format). H.264 plays everywhere; WebM needs VP9.
+VIDEO_CODECS = {
+    ".mp4": "libx264", ".mov": "libx264", ".m4v": "libx264", ".mkv": "libx264",
+    ".avi": "libx264", ".ts": "libx264", ".webm": "libvpx-vp9",
+}
+
+
+@dataclass
+class RenderedFrame:
+    explained: ExplainedFrame
+    image: np.ndarray  # BGR uint8, the picture to show or write
+
+
+class Sink(ABC):
+    @abstractmethod
+    def write(self, rendered: RenderedFrame) -> None: ...
+
+    def close(self) -> None:
+        """Finish the file. Idempotent."""
+
+
+def check_output(output: Path, source: str, log: bool = False) -> None:
+    """Fail before any work starts: unknown extension, missing or unwritable folder, output == input.
+    A log (`log=True`) may have any name; a video or image output is judged by its extension."""
+    suffix = output.suffix.lower()
+    if not log and suffix and suffix not in VIDEO_CODECS and suffix not in IMAGE_SUFFIXES:
+        raise StreamcamError(
+            f"cannot write {output}: unknown extension {suffix!r}; use {', '.join(VIDEO_CODECS)} "
+            "(or a folder for images)"
+        )
+    is_folder = not log and not suffix
+    folder = output if is_folder else output.parent
+    if not is_folder and not folder.is_dir():
+        raise StreamcamError(f"cannot write {output}: folder {folder} does not exist")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        raise StreamcamError(f"cannot write {output}: {existing} is not writable")
+    source_path = Path(source)
+    if source_path.exists() and output.exists() and output.resolve() == source_path.resolve():
+        raise StreamcamError(f"the output {output} is the input; choose another name")
+
+
+class VideoFileSink(Sink):
+    """An encoded video. Files keep the source's time base and timestamps (VFR stays VFR); live sources
+    get capture-clock timestamps, so dropped frames become gaps, not speed-up. The source's audio is
+    copied, interleaved by timestamp.
+
+    Live recordings are fragmented MP4: every keyframe closes a fragment, so even a killed process
+    leaves a playable file. File jobs are plain MP4 with the index moved to the front (+faststart).
+    """
+
+    def __init__(self, path: Path, info: VideoInfo, *, audio: AudioTrack | None = None, crf: int = 23,
+                 preset: str | None = None):
+        self.path = path
+        self.info = info
+        self.audio = audio
+        self.codec = VIDEO_CODECS.get(path.suffix.lower(), "libx264")
+        self.crf = crf
+        self.preset = preset or ("ultrafast" if info.live else "veryfast")
+        self.container: av.container.OutputContainer | None = None
+        self.stream = None
+        self.audio_stream = None
+        self.size: tuple[int, int] | None = None  # (width, height) fixed by the first frame, made even
+        self.last_pts: int | None = None
+        self.last_time = 0.0
+        self.pending_audio: av.Packet | None = None
+        self.audio_done = audio is None
+
+    def write(self, rendered: RenderedFrame) -> None:
+        image = rendered.image
+        if self.container is None:
+            self._open(image.shape[1], image.shape[0])
+        image = self._fit(image)
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        source_frame = rendered.explained.frame
+        # Timestamps must rise strictly for the encoder; a broken source could repeat one.
+        pts = source_frame.pts if self.last_pts is None else max(source_frame.pts, self.last_pts + 1)
+        frame.pts, frame.time_base = pts, self.info.time_base
+        self.last_pts, self.last_time = pts, float(pts * self.info.time_base)
+        self._mux_audio_until(self.last_time)
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            for packet in self.stream.encode(None):  # the encoder's tail: without it the last frames are lost
+                self.container.mux(packet)
+            # Audio to the end of the video (plus one frame's worth, so the last frame is not silent).
+            self._mux_audio_until(self.last_time + 1 / float(self.info.fps or 30), wait=True)
+        finally:
+            self.container.close()
+            self.container = None
+
+    def _open(self, width: int, height: int) -> None:
+        self.size = (width + width % 2, height + height % 2)  # yuv420p needs even sizes
+        options = {}
+        if self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
+            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof" if self.info.live else "+faststart"
+        try:
+            self.container = av.open(str(self.path), "w", options=options)
+        except av.error.FFmpegError as error:
+            raise StreamcamError(f"cannot write {self.path}: {error.strerror or error}") from None
+        rate = self.info.fps or Fraction(30)
+        stream = self.container.add_stream(self.codec, rate=rate, options=self._codec_options(rate))
+        stream.width, stream.height = self.size
+        stream.pix_fmt = "yuv420p"
+        # Reuse the source's time base so its timestamps survive exactly (VFR, 29.97, ...).
+        stream.time_base = stream.codec_context.time_base = self.info.time_base
+        self.stream = stream
+        if self.audio is not None:
+            codec = self.audio.stream.codec_context.name
+            if codec in self.container.supported_codecs:
+                self.audio_stream = self.container.add_stream_from_template(self.audio.stream)
+            else:
+                log.warning("the %s audio cannot be copied into %s; the output has no sound", codec, self.path.suffix)
+                self.audio_done = True
+
+    def _codec_options(self, rate: Fraction) -> dict[str, str]:
+        if self.codec == "libvpx-vp9":  # constant quality, fast realtime mode
+            return {"crf": str(self.crf + 10), "b:v": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
+        options = {"crf": str(self.crf), "preset": self.preset}
+        if self.info.live:
+            options["g"] = str(max(1, round(2 * float(rate))))  # a keyframe, hence a fragment, every 2 s
+        return options
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        """Make a frame the output's size: pad odd sizes by one edge pixel; scale other sizes."""
+        width, height = self.size
+        if image.shape[1] == width and image.shape[0] == height:
+            return image
+        if image.shape[1] in (width, width - 1) and image.shape[0] in (height, height - 1):
+            return cv2.copyMakeBorder(image, 0, height - image.shape[0], 0, width - image.shape[1], cv2.BORDER_REPLICATE)
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+    def _mux_audio_until(self, seconds: float, wait: bool = False) -> None:
+        """Copy the audio packets that play before `seconds`, in order.
+
+        While frames flow, only packets already demuxed are taken: waiting for more could deadlock with
+        a capture thread blocked on a full frame queue. At the end (`wait`) the capture thread has
+        finished or is finishing, so the rest can be waited for.
+        """
+        while not self.audio_done:
+            if self.pending_audio is not None:
+                packet, self.pending_audio = self.pending_audio, None
+            else:
+                try:
+                    packet = self.audio.packets.get(timeout=5) if wait else self.audio.packets.get_nowait()
+                except queue.Empty:
+                    return
+            if packet is None:
+                self.audio_done = True
+                return
+            start = float(packet.pts * packet.time_base) - self.audio.origin if packet.pts is not None else 0.0
+            if start > seconds:
+                self.pending_audio = packet
+                return
+            if self.audio_stream is not None:
+                shift = round(self.audio.origin / packet.time_base)
+                packet.pts = None if packet.pts is None else packet.pts - shift
+                packet.dts = None if packet.dts is None else packet.dts - shift
+                packet.stream = self.audio_stream
+                self.container.mux(packet)
+
+
+class ImageSink(Sink):
+    """Rendered frames as images: into a folder, named like the input images (PNG unless the input was
+    JPEG), or, for a single-image input, into the one file named by the output."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self.single_file = target.suffix.lower() in IMAGE_SUFFIXES
+        if not self.single_file:
+            target.mkdir(parents=True, exist_ok=True)
+
+    def write(self, rendered: RenderedFrame) -> None:
+        path = self.target if self.single_file else self.target / self._name(rendered.explained.frame)
+        if not cv2.imwrite(str(path), rendered.image):
+            raise StreamcamError(f"cannot write {path}")
+
+    @staticmethod
+    def _name(frame) -> str:
+        name = frame.name or f"frame_{frame.index:06d}.png"
+        return name if Path(name).suffix.lower() in (".png", ".jpg", ".jpeg") else Path(name).stem + ".png"
+
+
+class JsonlLog(Sink):
+    """One JSON object per frame, flushed as it is written, so a stopped run keeps every row."""
+
+    def __init__(self, path: Path, class_name):
+        self.path = path
+        self.class_name = class_name
+        try:
+            self.file = path.open("w", encoding="utf-8")
+        except OSError as error:
+            raise StreamcamError(f"cannot write log {path}: {error.strerror or error}") from None
+
+    def write(self, rendered: RenderedFrame) -> None:
+        explained = rendered.explained
+        frame = explained.frame
+        row = {
+            "frame": frame.index,
+            "time": round(frame.time, 6),
+            "top": [self._class(c, p) for c, p in explained.top],
+            "explained": self._class(explained.classes[0], explained.probabilities[0]),
+            "peak": {"x": explained.peak[0], "y": explained.peak[1]},
+            "latency_ms": round(1000 * (time.monotonic() - frame.captured), 2),
+        }
+        if frame.name:
+            row["file"] = frame.name
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def _class(self, index: int, probability: float) -> dict[str, object]:
+        return {"class": index, "label": self.class_name(index), "probability": round(probability, 6)}
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def display_problem() -> str | None:
+    """Why a window cannot open here, or None. OpenCV's Qt aborts the whole process without a display,
+    so this is checked before any window call."""
+    if platform.system() != "Linux":
+        return None
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    display = os.environ.get("DISPLAY")
+    if not display:
+        return "no display (DISPLAY is not set)"
+    host, _, number = display.rpartition(":")
+    number = number.split(".")[0]
+    if not number.isdigit():
+        return f"DISPLAY={display!r} is not a valid display"
+    if host in ("", "unix"):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists():
+            return f"no X server at DISPLAY={display}"
+        return None
+    try:
+        with socket.create_connection((host, 6000 + int(number)), timeout=1):
+            return None
+    except OSError:
+        return f"cannot reach the X server at DISPLAY={display}"
+
+
+def _use_system_fonts() -> None:
+    """opencv-python points Qt at a font folder its wheel no longer ships, and Qt then prints warnings
+    at every window; point it at the system's fonts instead, before the first window creates Qt."""
+    font_dir = os.environ.get("QT_QPA_FONTDIR")
+    if font_dir and not Path(font_dir).is_dir():
+        for candidate in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype", "/usr/share/fonts"):
+            if Path(candidate).is_dir():
+                os.environ["QT_QPA_FONTDIR"] = candidate
+                return
+
+
+class Window:
+    """An OpenCV window on the main thread: q or Esc quits, space pauses, s saves a snapshot PNG."""
+
+    def __init__(self, title: str = "streamcam"):
+        from . import PYAV_LOADED_BEFORE_OPENCV
+
+        if PYAV_LOADED_BEFORE_OPENCV:
+            raise StreamcamError("cannot open a window: PyAV was imported before OpenCV, which makes OpenCV "
+                                 "windows hang; import streamcam (or cv2) before av")
+        self.title = title
+        self.current: np.ndarray | None = None
+        _use_system_fonts()
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as error:  # opencv-python-headless has no GUI
+            raise StreamcamError(f"cannot open a window: {error.err or error}") from None
+        self.sized = False
+
+    def show(self, image: np.ndarray) -> None:
+        if not self.sized:
+            cv2.resizeWindow(self.title, image.shape[1], image.shape[0])
+            self.sized = True
+        self.current = image
+        cv2.imshow(self.title, image)
+
+    def poll(self, wait_ms: int = 1) -> str | None:
+        """'quit', 'pause', 'snapshot' or None, from the keyboard (or the window being closed)."""
+        key = cv2.waitKey(wait_ms) & 0xFF
+        if key in (ord("q"), 27):
+            return "quit"
+        if key == ord(" "):
+            return "pause"
+        if key == ord("s"):
+            return "snapshot"
+        if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            return "quit"
+        return None
+
+    def snapshot(self) -> Path | None:
+        if self.current is None:
+            return None
+        path = Path(time.strftime("streamcam-%Y%m%d-%H%M%S.png"))
+        cv2.imwrite(str(path), self.current)
+        return path
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+        cv2.waitKey(1)

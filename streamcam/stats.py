@@ -1,0 +1,95 @@
+"""Counting and timing a run: frames per stage, FPS, capture-to-output latency, the end summary."""
+
+from __future__ import annotations
+
+import collections
+import time
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+
+STAGES = ("decode", "explain", "render", "write")
+
+
+class FpsMeter:
+    """Frames per second over the last `window` seconds."""
+
+    def __init__(self, window: float = 2.0):
+        self.window = window
+        self.times: collections.deque[float] = collections.deque()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.times.append(now)
+        while len(self.times) > 2 and now - self.times[0] > self.window:
+            self.times.popleft()
+
+    def fps(self) -> float | None:
+        if len(self.times) < 2 or self.times[-1] == self.times[0]:
+            return None
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+@dataclass
+class RunStats:
+    """Each counter is written by one pipeline thread only, and read by the main thread for progress."""
+
+    read: int = 0
+    explained: int = 0
+    written: int = 0
+    dropped: int = 0
+    damaged_packets: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_output: float | None = None
+    finished: float | None = None
+    latencies: array = field(default_factory=lambda: array("d"))  # seconds, capture -> output, per frame
+    recent_latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    stage_frames: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    output_fps: FpsMeter = field(default_factory=FpsMeter)
+
+    def timed(self, stage: str, seconds: float, frames: int = 1) -> None:
+        self.stage_seconds[stage] += seconds
+        self.stage_frames[stage] += frames
+
+    def output(self, captured: float) -> None:
+        """A frame reached the end of the pipeline."""
+        now = time.monotonic()
+        self.first_output = self.first_output or now
+        self.written += 1
+        self.latencies.append(now - captured)
+        self.recent_latencies.append(now - captured)
+        self.output_fps.tick(now)
+
+    def average_fps(self) -> float | None:
+        """Output frames per second from the first output to the end: start-up excluded."""
+        end = self.finished or time.monotonic()
+        if self.first_output is None or self.written < 2 or end <= self.first_output:
+            return None
+        return (self.written - 1) / (end - self.first_output)
+
+    def latency_ms(self, percentile: float, recent: bool = False) -> float | None:
+        """Capture-to-output latency percentile over the run, or over the last 100 frames."""
+        values = self.recent_latencies if recent else self.latencies
+        return 1000 * float(np.percentile(np.asarray(values), percentile)) if len(values) else None
+
+    def stage_ms(self, stage: str) -> float | None:
+        frames = self.stage_frames[stage]
+        return 1000 * self.stage_seconds[stage] / frames if frames else None
+
+    def summary(self) -> list[tuple[str, str]]:
+        """(label, value) rows for the end-of-run table."""
+        elapsed = (self.finished or time.monotonic()) - self.started
+        fps = self.average_fps()
+        frames = f"read {self.read} · explained {self.explained} · written {self.written} · dropped {self.dropped}"
+        rows = [("frames", frames), ("time", f"{elapsed:.1f} s" + (f" · {fps:.1f} fps after start-up" if fps else ""))]
+        p50, p95 = self.latency_ms(50), self.latency_ms(95)
+        if p50 is not None:
+            rows.append(("latency", f"p50 {p50:.0f} ms · p95 {p95:.0f} ms, capture to output"))
+        per_stage = [f"{stage} {ms:.1f} ms" for stage in STAGES if (ms := self.stage_ms(stage)) is not None]
+        if per_stage:
+            rows.append(("per frame", " · ".join(per_stage)))
+        if self.damaged_packets:
+            rows.append(("damaged", f"{self.damaged_packets} packets could not be decoded and were skipped"))
+        return rows

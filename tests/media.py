@@ -1,0 +1,73 @@
+"""Generated media for tests: small clips written with PyAV (with audio, VFR, odd sizes, ...)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def moving_square(index: int, width: int, height: int) -> np.ndarray:
+    """An RGB frame with a bright square that moves with the frame index, over a gradient."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    image[..., 2] = np.linspace(255, 0, height, dtype=np.uint8)[:, None]
+    side = max(4, min(width, height) // 4)
+    x = (index * 5) % max(1, width - side)
+    y = (index * 3) % max(1, height - side)
+    image[y:y + side, x:x + side] = (250, 250, 40)
+    return image
+
+
+def write_clip(path: Path, frames: int = 24, size: tuple[int, int] = (160, 120), fps: int = 24,
+               audio: bool = False, pts: list[int] | None = None, time_base: Fraction | None = None,
+               codec: str = "libx264", pix_fmt: str = "yuv420p") -> Path:
+    """Write a clip. `pts` (in `time_base`) gives variable frame timing; `audio` adds a 440 Hz AAC tone."""
+    width, height = size
+    container = av.open(str(path), "w")
+    video = container.add_stream(codec, rate=fps)
+    video.width, video.height, video.pix_fmt = width, height, pix_fmt
+    if time_base is not None:
+        video.time_base = video.codec_context.time_base = time_base
+    sound = None
+    if audio:
+        sound = container.add_stream("aac", rate=44100)
+        sound.layout = "mono"
+    for index in range(frames):
+        frame = av.VideoFrame.from_ndarray(moving_square(index, width, height), format="rgb24")
+        frame.pts = pts[index] if pts is not None else index
+        frame.time_base = time_base if time_base is not None else Fraction(1, fps)
+        for packet in video.encode(frame):
+            container.mux(packet)
+    for packet in video.encode(None):
+        container.mux(packet)
+    if sound is not None:
+        samples = int(44100 * frames / fps)
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 44100)).astype(np.float32)[None]
+        for start in range(0, samples, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start:start + 1024]), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 44100, start
+            for packet in sound.encode(chunk):
+                container.mux(packet)
+        for packet in sound.encode(None):
+            container.mux(packet)
+    container.close()
+    return path
+
+
+def probe(path: Path) -> dict:
+    """What a player would see: video frame count, size, average fps, frame times, audio presence."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        times = [float(frame.pts * frame.time_base) for frame in container.decode(video)]
+        return {
+            "frames": len(times),
+            "width": video.codec_context.width,
+            "height": video.codec_context.height,
+            "fps": video.average_rate,
+            "times": times,
+            "audio": len(container.streams.audio) > 0,
+            "codec": video.codec_context.name,
+        }
