@@ -2,7 +2,7 @@
 
     from streamcam.api import run
     from streamcam.config import RunConfig
-    result = run(RunConfig(source="dashcam.mp4", output=Path("out.mp4"), weights="imagenet"))
+    result = run(RunConfig(source="dashcam.mp4", output=Path("out.mp4"), model="resnet50"))
     print(result.stats.summary())
 """
 
@@ -24,7 +24,7 @@ from .explain import FrameExplainer
 from .models import load_model
 from .pipeline import Pipeline, PipelineOptions
 from .render import make_renderer
-from .sinks import IMAGE_SUFFIXES, ImageSink, JsonlLog, Sink, VideoFileSink, Window, check_output, display_problem
+from .sinks import IMAGE_SUFFIXES, ContactSheetSink, ImageSink, JsonlLog, Sink, VideoFileSink, Window, check_output, display_problem
 from .sources import ImageSource, Source, open_source
 from .stats import RunStats
 
@@ -50,18 +50,20 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
         check_output(config.output, config.source)
     if config.log is not None:
         check_output(config.log, config.source, log=True)
+    if config.contact_sheet is not None:
+        check_output(config.contact_sheet, config.source)
     window_problem = display_problem() if config.show else None
     if window_problem and config.output is None and config.log is None:
         raise StreamcamError(f"cannot show a window: {window_problem}; give -o/--output or --log to run without one")
-    if not config.show and config.output is None and config.log is None:
-        raise StreamcamError("nothing to do: give -o/--output, --log or --show")
+    if not config.show and config.output is None and config.log is None and config.contact_sheet is None:
+        raise StreamcamError("nothing to do: give -o/--output, --log, --contact-sheet or --show")
 
     camera_size = parse_size(config.camera_size) if config.camera_size else None
     with contextlib.ExitStack() as resources:
         source = resources.enter_context(open_source(config.source, camera_size=camera_size, camera_fps=config.camera_fps))
         loaded = load_model(config.model, config.weights, labels=config.labels, device=config.device,
                             input_size=config.input_size)
-        explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision)
+        explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision, align=config.align)
         frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth)
         renderer = make_renderer(loaded.device, frames.class_name, view=config.view, alpha=config.alpha,
@@ -80,7 +82,7 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
         batch_size = config.batch_size or (1 if source.info.live else 4)
         pipeline = Pipeline(source, frames, renderer, sinks, PipelineOptions(batch_size, config.max_frames), window)
         result = RunResult(pipeline.stats, source.info.description,
-                           [p for p in (config.output, config.log) if p is not None])
+                           [p for p in (config.output, config.log, config.contact_sheet) if p is not None])
         expected = source.info.frame_count
         if config.max_frames is not None:
             expected = min(expected, config.max_frames) if expected else config.max_frames
@@ -98,6 +100,8 @@ def _open_sinks(config: RunConfig, source: Source, class_name) -> list[Sink]:
     try:
         if config.log is not None:
             sinks.append(JsonlLog(config.log, class_name))
+        if config.contact_sheet is not None:
+            sinks.append(ContactSheetSink(config.contact_sheet))
         if config.output is not None:
             output = config.output
             if output.suffix.lower() in IMAGE_SUFFIXES or not output.suffix:

@@ -23,41 +23,44 @@ DEFAULT = RunConfig()
 
 # Options shared by `run` and `webcam`. Defaults come from RunConfig, so the help tells the truth.
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the annotated video here (.mp4, .mkv, .mov, .webm, ...), or images into this folder.")]
-Model = Annotated[str, typer.Option(help="Torchvision classifier (see `streamcam models`).")]
-Weights = Annotated[str, typer.Option(help="imagenet (downloaded once), none (random), or a checkpoint PATH.")]
+Model = Annotated[str, typer.Option(help="demo (bundled, offline) or a torchvision classifier (see `streamcam models`).")]
+Weights = Annotated[str, typer.Option(help="pretrained (ImageNet, downloaded once; demo: its bundled training), imagenet, none (random), or a checkpoint PATH.")]
 Labels = Annotated[Optional[Path], typer.Option(help="Class names: a text file (one per line) or JSON list.")]
 Method = Annotated[str, typer.Option(help="Explanation method (see `streamcam methods`).")]
-Layer = Annotated[Optional[str], typer.Option(help="Layer to explain, e.g. layer4 or layer3.5 (see `streamcam layers MODEL`). [default: last feature map before pooling]")]
-Target = Annotated[Optional[str], typer.Option(help="Explain this class (name or index) in every frame. [default: each frame's top-1]")]
+Layer = Annotated[Optional[str], typer.Option(help="Layer to explain, e.g. layer4 or layer3.5 (see `streamcam layers MODEL`). \\[default: last feature map before pooling]")]
+Align = Annotated[str, typer.Option(help="Where layer cells sit when maps are upsampled: image (as pytorch-grad-cam) or receptive-field (at their receptive fields' centres; half a cell up and left).")]
+Target = Annotated[Optional[str], typer.Option(help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")]
 TopK = Annotated[int, typer.Option("--top-k", help="Classes listed on the frame; with --view grid, maps shown.")]
 Alpha = Annotated[float, typer.Option(help="Heatmap opacity, 0..1.")]
 Colormap = Annotated[str, typer.Option(help="jet, turbo, inferno or viridis.")]
 View = Annotated[str, typer.Option(help="overlay, side (original | overlay) or grid (one map per top-k class).")]
 Smooth = Annotated[float, typer.Option(help="Temporal smoothing of maps against flicker, 0 (off) .. <1 (strong).")]
-InputSize = Annotated[int, typer.Option("--input-size", help="Model input short side in pixels (aspect kept, nothing cropped).")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per forward pass. [default: 1 for live sources, 4 for files]")]
+InputSize = Annotated[Optional[int], typer.Option("--input-size", help="Model input short side in pixels (aspect kept, nothing cropped). \\[default: the checkpoint's training size, else 224]")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per forward pass. \\[default: 1 for live sources, 4 for files]")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option(help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
 Crf = Annotated[int, typer.Option(help="Video quality: 0 (lossless) .. 51; lower is better and bigger.")]
-Preset = Annotated[Optional[str], typer.Option(help="x264 speed preset. [default: veryfast for files, ultrafast for live]")]
+Preset = Annotated[Optional[str], typer.Option(help="x264 speed preset. \\[default: veryfast for files, ultrafast for live]")]
 MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")]
 Log = Annotated[Optional[Path], typer.Option(help="Write one JSON line per frame here: classes, probabilities, heatmap peak, latency.")]
+ContactSheet = Annotated[Optional[Path], typer.Option("--contact-sheet", help="Write a PNG grid of 8 rendered frames spread over the run.")]
 Config = Annotated[Optional[Path], typer.Option(help="YAML preset (see configs/); flags given here override it.")]
-CameraSize = Annotated[Optional[str], typer.Option("--camera-size", help="Camera resolution, e.g. 1280x720. [default: the camera's]")]
-CameraFps = Annotated[Optional[float], typer.Option("--camera-fps", help="Camera frame rate. [default: the camera's]")]
+CameraSize = Annotated[Optional[str], typer.Option("--camera-size", help="Camera resolution, e.g. 1280x720. \\[default: the camera's]")]
+CameraFps = Annotated[Optional[float], typer.Option("--camera-fps", help="Camera frame rate. \\[default: the camera's]")]
 Debug = Annotated[bool, typer.Option(help="Show full tracebacks.")]
 
 
 def _options(
     output: Output = None,
     model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
-    method: Method = DEFAULT.method, layer: Layer = None, target: Target = None, top_k: TopK = DEFAULT.top_k,
-    alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap, view: View = DEFAULT.view,
-    smooth: Smooth = DEFAULT.smooth,
-    input_size: InputSize = DEFAULT.input_size, batch_size: BatchSize = None, device: Device = DEFAULT.device,
+    method: Method = DEFAULT.method, layer: Layer = None, align: Align = DEFAULT.align, target: Target = None,
+    top_k: TopK = DEFAULT.top_k, alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap,
+    view: View = DEFAULT.view, smooth: Smooth = DEFAULT.smooth,
+    input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
     precision: Precision = DEFAULT.precision, crf: Crf = DEFAULT.crf, preset: Preset = None,
     camera_size: CameraSize = None, camera_fps: CameraFps = None,
-    max_frames: MaxFrames = None, log: Log = None, config: Config = None, debug: Debug = False,
+    max_frames: MaxFrames = None, log: Log = None, contact_sheet: ContactSheet = None, config: Config = None,
+    debug: Debug = False,
 ) -> None:
     """The options `run` and `webcam` share (their signature is appended to each command's)."""
 
@@ -94,6 +97,36 @@ def webcam(
     settings = _config(ctx, options["config"])
     settings.source = camera
     _run(settings)
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Annotated video; the contact sheet goes beside it as NAME_sheet.png.")] = Path("demo.mp4"),
+    seconds: Annotated[float, typer.Option(help="Length of the generated clip.")] = 8.0,
+    show: Annotated[Optional[bool], typer.Option(help="Show a window. \\[default: when there is a display]")] = None,
+    method: Method = DEFAULT.method,
+    smooth: Smooth = 0.3,
+    device: Device = DEFAULT.device,
+    debug: Debug = False,
+) -> None:
+    """Offline demo: generate a driving clip, explain it with the bundled model, score the heatmaps."""
+    from .console import RunProgress, print_summary, setup_logging
+    from .demo.run import run_demo
+    from .sinks import check_output
+
+    setup_logging()
+    check_output(output, "")
+    with RunProgress() as progress:
+        result = run_demo(output, seconds=seconds, show=show, device=device, method=method, smooth=smooth,
+                          on_tick=progress)
+    print_summary(result.run)
+    fps = result.run.stats.average_fps()
+    typer.echo(
+        f"demo: {result.frames} frames in {result.seconds:.0f} s ({fps:.1f} fps after start-up); "
+        f"class right on {result.accuracy:.0%} of frames; heatmap peak inside the object's box on "
+        f"{result.pointing:.0%} of those (pointing game)"
+    )
+    typer.echo(f"watch {result.video}, or look at {result.contact_sheet}")
 
 
 @app.command()

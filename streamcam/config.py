@@ -24,10 +24,11 @@ class RunConfig:
     show: bool = False
     # model and explanation
     model: str = "resnet50"
-    weights: str = "imagenet"
+    weights: str = "pretrained"  # ImageNet for torchvision models, the bundled training for "demo"
     labels: Path | None = None
     method: str = "gradcam"
     layer: str | None = None
+    align: str = "image"  # where layer cells sit when maps are upsampled; see cam.maps
     target: str | None = None  # a class name or index; None explains each frame's top-1 class
     top_k: int = 1  # classes listed on the frame (and maps in the grid view)
     # rendering
@@ -36,7 +37,7 @@ class RunConfig:
     view: str = "overlay"
     smooth: float = 0.0
     # compute
-    input_size: int = 224
+    input_size: int | None = None  # None: what the checkpoint was trained at, else 224
     batch_size: int | None = None  # None: 1 for live sources (latency), 4 for files (throughput)
     device: str = "auto"
     precision: str = "auto"
@@ -49,10 +50,12 @@ class RunConfig:
     # run control
     max_frames: int | None = None
     log: Path | None = None
+    contact_sheet: Path | None = None  # a PNG grid of frames sampled across the run
 
     def validate(self) -> RunConfig:
         """Raise a StreamcamError naming the first option that is out of range."""
         from .cam import METHODS
+        from .cam.maps import ALIGNMENTS
         from .render import COLORMAPS
 
         checks = [
@@ -60,7 +63,7 @@ class RunConfig:
             (0.0 <= self.smooth < 1.0, f"--smooth must be in [0, 1), got {self.smooth}"),
             (self.top_k >= 1, f"--top-k must be at least 1, got {self.top_k}"),
             (self.batch_size is None or self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.input_size >= 32, f"--input-size must be at least 32, got {self.input_size}"),
+            (self.input_size is None or self.input_size >= 32, f"--input-size must be at least 32, got {self.input_size}"),
             (0 <= self.crf <= 51, f"--crf must be between 0 and 51, got {self.crf}"),
             (self.max_frames is None or self.max_frames >= 1, f"--max-frames must be at least 1, got {self.max_frames}"),
             (self.camera_fps is None or self.camera_fps > 0, f"--camera-fps must be positive, got {self.camera_fps}"),
@@ -71,6 +74,7 @@ class RunConfig:
         for kind, value, valid in [
             ("view", self.view, VIEWS), ("colormap", self.colormap, COLORMAPS),
             ("method", self.method, METHODS), ("preset", self.preset or "veryfast", PRESETS),
+            ("alignment", self.align, ALIGNMENTS),
         ]:
             if value not in valid:
                 raise unknown_name(kind, value, valid)

@@ -29,9 +29,12 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _CLASS_NAME_KEYS = ("class_names", "classes", "categories", "labels")
 
 
+DEMO_MODEL = "demo"
+
+
 def available_models() -> list[str]:
-    """Names of torchvision's image classification models."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    """"demo" (bundled, offline) and torchvision's image classification models."""
+    return [DEMO_MODEL] + sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -107,30 +110,45 @@ class LoadedModel:
 
 def load_model(
     name: str,
-    weights: str | Path = "imagenet",
+    weights: str | Path = "pretrained",
     *,
     labels: str | Path | None = None,
     device: str | torch.device = "auto",
-    input_size: int = DEFAULT_INPUT_SIZE,
+    input_size: int | None = None,
 ) -> LoadedModel:
-    """Build torchvision model `name` with `weights` ("imagenet", "none" or a checkpoint path).
+    """Build model `name` ("demo" or a torchvision classifier) with `weights`:
+
+    - "pretrained": torchvision's ImageNet weights (downloaded once, then cached), or for "demo" the
+      bundled checkpoint trained on procedural driving scenes; "imagenet" says the same explicitly;
+    - "none": random initialisation;
+    - a path: a checkpoint, either a state_dict (possibly wrapped or prefixed) or a saved module.
 
     `labels` is a text file with one class name per line, or a JSON list (or {index: name}); it
-    overrides names stored in the checkpoint or the weights' metadata.
+    overrides names stored in the checkpoint or the weights' metadata. `input_size` is the short side
+    frames are resized to; by default the size the checkpoint was trained at, else 224.
     """
     if name not in available_models():
         raise unknown_name("model", name, available_models(), hint="(`streamcam models` lists them)")
-    if input_size < 32:
+    if input_size is not None and input_size < 32:
         raise StreamcamError(f"input size {input_size} is too small; CNNs need a short side of at least 32")
     target = resolve_device(device)
+    build = _builder(name)
     weights_str = str(weights)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if weights_str == "imagenet":
+    class_names, trained_size = None, None
+    if weights_str in ("pretrained", "imagenet") and name != DEMO_MODEL:
         model, class_names, description, mean, std = _load_imagenet(name)
+    elif weights_str == "imagenet":
+        raise StreamcamError("the demo model has no ImageNet weights; use --weights pretrained (its own), none or PATH")
+    elif weights_str == "pretrained":
+        from .demo.model import CHECKPOINT
+
+        model, class_names, trained_size = _load_checkpoint(name, build, CHECKPOINT)
+        description = "bundled demo training"
     elif weights_str == "none":
-        model, class_names, description = torchvision.models.get_model(name, weights=None), None, "none"
+        model, description = build(None), "none"
     else:
-        model, class_names = _load_checkpoint(name, Path(weights_str))
+        model, class_names, trained_size = _load_checkpoint(name, build, Path(weights_str))
         description = weights_str
     if labels is not None:
         class_names = read_labels(labels)
@@ -140,7 +158,18 @@ def load_model(
     # channels_last: oneDNN (CPU) and cuDNN tensor cores (GPU) run NHWC convolutions faster; on this
     # project's 2-core CPU it measured 1.1-1.45x for ResNet-18/50 (docs/benchmarks.md).
     model = model.eval().to(target, memory_format=torch.channels_last)
-    return LoadedModel(name, model, Preprocess(mean, std, input_size), class_names, description)
+    short_side = input_size or trained_size or DEFAULT_INPUT_SIZE
+    return LoadedModel(name, model, Preprocess(mean, std, short_side), class_names, description)
+
+
+def _builder(name: str):
+    """A function num_classes -> the untrained architecture (None: the architecture's default)."""
+    if name == DEMO_MODEL:
+        from .demo.model import build_demo_model
+        from .demo.scenes import CLASSES
+
+        return lambda num_classes: build_demo_model(num_classes or len(CLASSES))
+    return lambda num_classes: torchvision.models.get_model(name, weights=None, **({"num_classes": num_classes} if num_classes else {}))
 
 
 def _load_imagenet(name: str):
@@ -150,17 +179,18 @@ def _load_imagenet(name: str):
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise WeightsUnavailableError(
-            f"cannot download the ImageNet weights for {name} ({reason}); "
-            "pass --weights PATH to a checkpoint file, or --weights none for random weights"
+            f"cannot download the ImageNet weights for {name} ({reason}); pass --weights PATH to a "
+            "checkpoint file, or use the bundled offline model: --model demo"
         ) from None
     transforms = weights.transforms()
     description = f"imagenet ({weights.name})"
     return model, tuple(weights.meta["categories"]), description, tuple(transforms.mean), tuple(transforms.std)
 
 
-def _load_checkpoint(name: str, path: Path) -> tuple[nn.Module, tuple[str, ...] | None]:
+def _load_checkpoint(name: str, build, path: Path) -> tuple[nn.Module, tuple[str, ...] | None, int | None]:
+    """The model, class names and training input size (when the checkpoint records them)."""
     if not path.is_file():
-        raise StreamcamError(f"weights file not found: {path} (use imagenet, none or a checkpoint path)")
+        raise StreamcamError(f"weights file not found: {path} (use pretrained, none or a checkpoint path)")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -170,27 +200,28 @@ def _load_checkpoint(name: str, path: Path) -> tuple[nn.Module, tuple[str, ...] 
     except Exception as error:  # torch raises many types for files that are not checkpoints
         raise StreamcamError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
 
-    class_names = None
+    class_names, input_size = None, None
     if isinstance(loaded, dict):
         class_names = next((tuple(loaded[k]) for k in _CLASS_NAME_KEYS if k in loaded), None)
+        input_size = loaded.get("input_size") if isinstance(loaded.get("input_size"), int) else None
         for key in ("state_dict", "model_state_dict", "model"):
             if key in loaded and isinstance(loaded[key], (dict, nn.Module)):
                 loaded = loaded[key]
                 break
     if isinstance(loaded, nn.Module):
-        return loaded, class_names
+        return loaded.float(), class_names, input_size
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise StreamcamError(f"{path} holds neither a state_dict nor a model")
 
-    state = {_strip_wrapper_prefix(k): v for k, v in loaded.items()}
-    head_weight = state.get(f"{_classifier_name(torchvision.models.get_model(name, weights=None))}.weight")
-    num_classes = head_weight.shape[0] if head_weight is not None else 1000
-    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    # fp16 checkpoints (like the bundled one) are widened: precision is chosen at run time (autocast).
+    state = {_strip_wrapper_prefix(k): v.float() if v.is_floating_point() else v for k, v in loaded.items()}
+    head_weight = state.get(f"{_classifier_name(build(None))}.weight")
+    model = build(head_weight.shape[0] if head_weight is not None else None)
     mismatch = _first_mismatch(model.state_dict(), state)
     if mismatch:
         raise StreamcamError(f"checkpoint {path} does not fit {name}: {mismatch}")
     model.load_state_dict(state)
-    return model, class_names
+    return model, class_names, input_size
 
 
 def _torch_load(path: Path, weights_only: bool):

@@ -122,6 +122,8 @@ class Pipeline:
             threading.Thread(target=self._guard, args=(self._render,), name="render", daemon=True),
             threading.Thread(target=self._guard, args=(self._write,), name="write", daemon=True),
         ]
+        # Who reads each queue: a put into a full queue whose reader has exited must not wait forever.
+        self._consumers = {id(self.frames): stages[1], id(self.explained): stages[2], id(self.rendered): stages[3]}
         for thread in stages:
             thread.start()
         writer = stages[-1]
@@ -258,7 +260,8 @@ class Pipeline:
 
     # ----- queue helpers: every wait wakes up to notice a stop or failure ------------------------------------
     def _put(self, target: queue.Queue | LatestSlot, item: object, final: bool = False) -> bool:
-        """Hand `item` on; False if the pipeline is aborting. The end marker (final) always gets through."""
+        """Hand `item` on; False if it cannot be delivered (aborting, or the consumer has exited).
+        The end marker (final) always gets through, making room if nobody will read the queue."""
         if isinstance(target, LatestSlot):
             target.put(item)
             return True
@@ -269,7 +272,10 @@ class Pipeline:
                 target.put(item, timeout=_POLL)
                 return True
             except queue.Full:
-                if final and self.control.aborting.is_set():
+                consumer_gone = not self._consumers[id(target)].is_alive()
+                if consumer_gone and not final:
+                    return False
+                if consumer_gone or self.control.aborting.is_set():
                     _discard_one(target)
 
     def _get(self, source: queue.Queue | LatestSlot, wait_for_end: bool = False) -> object | None:

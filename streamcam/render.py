@@ -77,10 +77,14 @@ class Renderer:
         return picture
 
     def _label_lines(self, explained: ExplainedFrame) -> list[str]:
+        """The explained class, or with top_k > 1 the ranked list; a --target class outside the top-k
+        is named on a first line of its own, so the label always says what the heatmap explains."""
         cls, probability = explained.classes[0], explained.probabilities[0]
-        lines = [f"{self.class_name(cls)} {_percent(probability)}"]
-        if self.top_k > 1:
-            lines += [f"{rank + 1}. {self.class_name(c)} {_percent(p)}" for rank, (c, p) in enumerate(explained.top)]
+        if self.top_k == 1 and explained.top[0][0] == cls:
+            return [f"{self.class_name(cls)} {_percent(probability)}"]
+        lines = [f"{rank + 1}. {self.class_name(c)} {_percent(p)}" for rank, (c, p) in enumerate(explained.top)]
+        if cls not in [c for c, _ in explained.top]:
+            lines.insert(0, f"map: {self.class_name(cls)} {_percent(probability)}")
         return lines
 
     def overlays(self, frame: np.ndarray, maps: torch.Tensor) -> list[np.ndarray]:

@@ -217,6 +217,48 @@ class ImageSink(Sink):
         return name if Path(name).suffix.lower() in (".png", ".jpg", ".jpeg") else Path(name).stem + ".png"
 
 
+class ContactSheetSink(Sink):
+    """A PNG of `count` frames spread evenly over the run, in a grid, each stamped with its time.
+
+    The run's length need not be known: frames are sampled at a stride that doubles whenever twice
+    `count` are kept, so memory stays bounded by 2 * count thumbnails.
+    """
+
+    def __init__(self, path: Path, count: int = 8, columns: int = 4, thumbnail_width: int = 480):
+        self.path, self.count, self.columns, self.width = path, count, columns, thumbnail_width
+        self.stride = 1
+        self.kept: list[tuple[int, float, np.ndarray]] = []  # (frame index, time, thumbnail)
+
+    def write(self, rendered: RenderedFrame) -> None:
+        frame = rendered.explained.frame
+        if frame.index % self.stride:
+            return
+        image = rendered.image
+        height = max(2, round(image.shape[0] * self.width / image.shape[1]))
+        self.kept.append((frame.index, frame.time, cv2.resize(image, (self.width, height), interpolation=cv2.INTER_AREA)))
+        if len(self.kept) >= 2 * self.count:
+            self.stride *= 2
+            self.kept = [item for item in self.kept if item[0] % self.stride == 0]
+
+    def close(self) -> None:
+        if not self.kept:
+            return
+        picks = np.linspace(0, len(self.kept) - 1, min(self.count, len(self.kept))).round().astype(int)
+        tiles = []
+        for index, seconds, thumbnail in (self.kept[i] for i in picks):
+            tile = thumbnail.copy()
+            cv2.putText(tile, f"{seconds:.1f} s", (8, tile.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                        (255, 255, 255), 2, cv2.LINE_AA)
+            tiles.append(tile)
+        height = max(tile.shape[0] for tile in tiles)
+        tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT) for t in tiles]
+        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % self.columns)
+        rows = [np.concatenate(tiles[r:r + self.columns], axis=1) for r in range(0, len(tiles), self.columns)]
+        if not cv2.imwrite(str(self.path), np.concatenate(rows, axis=0)):
+            raise StreamcamError(f"cannot write {self.path}")
+        self.kept = []
+
+
 class JsonlLog(Sink):
     """One JSON object per frame, flushed as it is written, so a stopped run keeps every row."""
 

@@ -210,3 +210,27 @@ def test_flat_and_nan_maps_become_zeros():
         model[0].bias.fill_(float("nan"))
     result = Explainer(model)(torch.randn(2, 3, 16, 16))
     assert not result.maps.isnan().any()
+
+
+def test_receptive_field_alignment_puts_cells_at_their_centres():
+    from streamcam.cam.maps import normalize_maps
+
+    raw = torch.zeros(1, 1, 5, 7)
+    raw[0, 0, 2, 3] = 1.0  # one hot cell
+    image = normalize_maps(raw, (160, 224), "image")[0, 0]
+    receptive = normalize_maps(raw, (160, 224), "receptive-field")[0, 0]
+    # pytorch-grad-cam's reading: the cell covers pixels 96..127, centred at 111.5 (x) and 79.5 (y).
+    assert image.argmax() // 224 in (79, 80) and image.argmax() % 224 in (111, 112)
+    # Its receptive field is centred on pixel 32 * 3 = 96 (x), 32 * 2 = 64 (y): half a cell up and left.
+    assert divmod(int(receptive.argmax()), 224) == (64, 96)
+    assert receptive[64, 96] == 1 and receptive[0, 0] == 0
+
+
+def test_alignment_option_is_validated_and_changes_only_layer_maps(resnet18, batch):
+    with pytest.raises(StreamcamError, match="unknown alignment 'center'"):
+        Explainer(resnet18, align="center")
+    image = Explainer(resnet18)(batch)
+    receptive = Explainer(resnet18, align="receptive-field")(batch)
+    assert torch.equal(image.raw, receptive.raw) and not torch.allclose(image.maps, receptive.maps)
+    saliency = Explainer(resnet18, method="saliency", align="receptive-field")(batch)
+    assert torch.allclose(saliency.maps, Explainer(resnet18, method="saliency")(batch).maps)

@@ -34,8 +34,9 @@ def test_offline_imagenet_weights_fail_with_a_clear_message(monkeypatch, tmp_pat
         raise socket.gaierror(-3, "Temporary failure in name resolution")
 
     monkeypatch.setattr(socket, "getaddrinfo", offline)
-    with pytest.raises(WeightsUnavailableError, match="--weights PATH"):
-        load_model("resnet18")
+    with pytest.raises(WeightsUnavailableError, match="--weights PATH") as error:
+        load_model("resnet18")  # the default: pretrained ImageNet weights
+    assert "--model demo" in str(error.value)
 
 
 def test_cached_imagenet_weights_load_offline_with_their_categories(monkeypatch, tmp_path):
@@ -109,6 +110,12 @@ def test_preprocess_keeps_aspect_and_never_crops():
         loaded.preprocess(torch.zeros(2, 3, 64, 64))
 
 
+def test_demo_weights_are_its_own():
+    with pytest.raises(StreamcamError, match="the demo model has no ImageNet weights"):
+        load_model("demo", "imagenet")
+    assert load_model("demo", "none", device="cpu").class_names is None
+
+
 def test_public_api_names():
     assert {"gradcam", "cam", "gradcam++", "layercam", "hirescam", "xgradcam", "scorecam", "saliency", "smoothgrad"} == set(streamcam.METHODS)
-    assert {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"} <= set(streamcam.available_models())
+    assert {"demo", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"} <= set(streamcam.available_models())

@@ -58,3 +58,15 @@ def test_labels_are_drawn_legibly_in_the_corners():
     # White text on a darkened box: the box is dark, the text bright, whatever is under it.
     box = labelled[:20, :40].astype(int).sum(axis=2)
     assert (box < 200).mean() > 0.5 and box.max() > 600
+
+
+def test_label_names_the_explained_class_once():
+    item = explained()
+    single = OpenCVRenderer(name)._label_lines(item)
+    assert single == ["class 7 60%"]
+    ranked = OpenCVRenderer(name, top_k=3)._label_lines(item)
+    assert ranked == ["1. class 7 60%"]  # explained() has one top class
+    item.top = [(7, 0.6), (3, 0.3)]
+    assert OpenCVRenderer(name, top_k=2)._label_lines(item) == ["1. class 7 60%", "2. class 3 30%"]
+    item.classes, item.probabilities = [9], [0.02]  # a --target outside the top-k
+    assert OpenCVRenderer(name, top_k=2)._label_lines(item)[0] == "map: class 9 2.0%"

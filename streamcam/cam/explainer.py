@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import StreamcamError
+from ..errors import StreamcamError, unknown_name
 from ..models import LoadedModel
 from .base import CamMethod, LayerEvidence, LayerMethod
 from .layers import check_layer, find_linear_head, resolve_layer
-from .maps import normalize_maps
+from .maps import ALIGNMENTS, normalize_maps
 from .methods import make_method
 from .session import LayerTap, autocast, eval_mode, frozen_parameters, resolve_precision
 from .targets import Targets, resolve_targets
@@ -65,7 +65,9 @@ class Explainer:
     `model` is an nn.Module or what `load_model` returned (then class names come with it). `layer` is a
     dotted module name ("layer4", "layer3.5"); the default is the last feature map before global pooling.
     `precision` "auto" runs the network in bf16/fp16 on CUDA and fp32 on the CPU; maps are always
-    computed in fp32. Method options go in `options` (smoothgrad: n, sigma; scorecam: batch_size).
+    computed in fp32. `align` places layer cells when upsampling: "image" (pytorch-grad-cam's maps) or
+    "receptive-field" (cells at their receptive fields' centres; see maps.normalize_maps). Method
+    options go in `options` (smoothgrad: n, sigma; scorecam: batch_size).
 
     The explainer holds no hooks between calls and restores eval/train and requires_grad flags, so the
     model can be used for plain inference in between.
@@ -79,6 +81,7 @@ class Explainer:
         precision: str = "auto",
         *,
         class_names: Sequence[str] | None = None,
+        align: str = "image",
         **options: object,
     ):
         if isinstance(model, LoadedModel):
@@ -89,6 +92,9 @@ class Explainer:
         self.class_names = tuple(class_names) if class_names is not None else None
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
+        if align not in ALIGNMENTS:
+            raise unknown_name("alignment", align, ALIGNMENTS)
+        self.align = align
         self.layer: str | None = None
         self._head = None
         if isinstance(self.method, LayerMethod):
@@ -129,7 +135,7 @@ class Explainer:
                 raw, logits, indices, multi = self._explain_layer(x, targets, topk)
             else:
                 raw, logits, indices, multi = self._explain_pixels(x, targets, topk)
-        maps = normalize_maps(raw, tuple(x.shape[-2:]))
+        maps = normalize_maps(raw, tuple(x.shape[-2:]), self.align)
         if not multi:
             maps, raw, indices = maps[:, 0], raw[:, 0], indices[:, 0]
         return Explanation(maps, raw, logits, indices, self.class_names)
