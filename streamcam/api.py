@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .cam import Explainer
 from .config import RunConfig, parse_size
-from .errors import StreamcamError
+from .errors import RunFailed, StreamcamError
 from .explain import FrameExplainer
 from .models import load_model
 from .pipeline import Pipeline, PipelineOptions
@@ -37,7 +37,7 @@ class RunResult:
     source: str
     outputs: list[Path] = field(default_factory=list)
     stop_reason: str | None = None  # why the run ended before its source did, if it did
-    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
+    interrupted_by: signal.Signals | None = None  # SIGINT (Ctrl-C) or SIGTERM, when one stopped the run
     expected_frames: int | None = None
 
 
@@ -60,7 +60,8 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
 
     camera_size = parse_size(config.camera_size) if config.camera_size else None
     with contextlib.ExitStack() as resources:
-        source = resources.enter_context(open_source(config.source, camera_size=camera_size, camera_fps=config.camera_fps))
+        source = resources.enter_context(open_source(config.source, camera_size=camera_size, camera_fps=config.camera_fps,
+                                                              reconnect_timeout=config.reconnect_timeout))
         loaded = load_model(config.model, config.weights, labels=config.labels, device=config.device,
                             input_size=config.input_size)
         explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision, align=config.align)
@@ -87,11 +88,16 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
         if config.max_frames is not None:
             expected = min(expected, config.max_frames) if expected else config.max_frames
         result.expected_frames = expected
-        with _stop_on_signals(pipeline, result) if handle_signals else contextlib.nullcontext():
-            pipeline.run(on_tick)
-        result.stop_reason = pipeline.stop_reason
-        if source.damaged_packets:
-            log.warning("%d damaged packets could not be decoded and were skipped", source.damaged_packets)
+        try:
+            with _stop_on_signals(pipeline, result) if handle_signals else contextlib.nullcontext():
+                pipeline.run(on_tick)
+        except RunFailed as error:
+            error.result = result  # how far it got, for the caller's summary
+            raise
+        finally:
+            result.stop_reason = pipeline.stop_reason
+            if damage := source.damage_report():
+                log.warning(damage)
     return result
 
 
@@ -129,7 +135,7 @@ def _stop_on_signals(pipeline: Pipeline, result: RunResult) -> Iterator[None]:
     def handler(signum, frame) -> None:
         nonlocal count
         count += 1
-        result.interrupted = True
+        result.interrupted_by = signal.Signals(signum)
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if count == 1:
             log.warning("%s: finishing the frames in flight and closing the outputs (again to stop at once)", name)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .config import FIELDS, RunConfig, load_preset
-from .errors import StreamcamError
+from .errors import RunFailed, StreamcamError
 
 app = typer.Typer(
     name="streamcam",
@@ -47,6 +49,7 @@ ContactSheet = Annotated[Optional[Path], typer.Option("--contact-sheet", help="W
 Config = Annotated[Optional[Path], typer.Option(help="YAML preset (see configs/); flags given here override it.")]
 CameraSize = Annotated[Optional[str], typer.Option("--camera-size", help="Camera resolution, e.g. 1280x720. \\[default: the camera's]")]
 CameraFps = Annotated[Optional[float], typer.Option("--camera-fps", help="Camera frame rate. \\[default: the camera's]")]
+ReconnectTimeout = Annotated[float, typer.Option("--reconnect-timeout", help="Seconds a dropped stream or camera may stay away (reconnecting, shown as stalled) before the run ends; 0 ends it at once.")]
 Debug = Annotated[bool, typer.Option(help="Show full tracebacks.")]
 
 
@@ -58,7 +61,7 @@ def _options(
     view: View = DEFAULT.view, smooth: Smooth = DEFAULT.smooth,
     input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
     precision: Precision = DEFAULT.precision, crf: Crf = DEFAULT.crf, preset: Preset = None,
-    camera_size: CameraSize = None, camera_fps: CameraFps = None,
+    camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
     max_frames: MaxFrames = None, log: Log = None, contact_sheet: ContactSheet = None, config: Config = None,
     debug: Debug = False,
 ) -> None:
@@ -82,7 +85,7 @@ def run(
     **options: object,
 ) -> None:
     """Explain every frame of SOURCE: write an annotated video (-o), a per-frame log (--log), show a window (--show)."""
-    _run(_config(ctx, options["config"]))
+    _run(_config(ctx, options["config"]), debug=bool(options["debug"]))
 
 
 @app.command()
@@ -96,7 +99,7 @@ def webcam(
     """Explain a live camera in a window: `run` with a camera and the window on."""
     settings = _config(ctx, options["config"])
     settings.source = camera
-    _run(settings)
+    _run(settings, debug=bool(options["debug"]))
 
 
 @app.command()
@@ -114,7 +117,7 @@ def demo(
     from .demo.run import run_demo
     from .sinks import check_output
 
-    setup_logging()
+    setup_logging(debug)
     check_output(output, "")
     with RunProgress() as progress:
         result = run_demo(output, seconds=seconds, show=show, device=device, method=method, smooth=smooth,
@@ -171,24 +174,45 @@ def _config(ctx: typer.Context, preset_path: Path | None) -> RunConfig:
     return config
 
 
-def _run(config: RunConfig) -> None:
+def _run(config: RunConfig, debug: bool = False) -> None:
     from . import api
     from .console import RunProgress, print_summary, setup_logging
 
-    setup_logging()
+    setup_logging(debug)
     with RunProgress(config.max_frames) as progress:
         result = api.run(config, on_tick=progress)
     print_summary(result)
-    if result.interrupted:
-        raise typer.Exit(130)
+    if result.interrupted_by:
+        _exit(128 + result.interrupted_by)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+def _exit(code: int) -> None:
+    """Exit with `code`. After an abort a stage may still be inside the model (a daemon thread);
+    letting the interpreter tear down torch under it aborts the process, so leave at once. The outputs
+    are closed by then."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        os._exit(code)
+    sys.exit(code)
 
 
 def main() -> None:
     """Entry point: errors become one red line on stderr and a non-zero exit code; --debug shows the
-    traceback. User errors (names, files, options) exit 2, failures during a run exit 1."""
+    traceback. User errors (names, files, options) exit 2, failures during a run exit 1 (after the
+    summary of how far it got)."""
     debug = "--debug" in sys.argv[1:]
     try:
         app()
+    except RunFailed as error:  # it started, and outputs hold what was done: say how far it got
+        if debug:
+            raise
+        if error.result is not None:
+            from .console import print_summary
+
+            print_summary(error.result)
+        typer.secho(f"error: {error}", fg="red", err=True)
+        _exit(1)
     except StreamcamError as error:
         if debug:
             raise

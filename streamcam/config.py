@@ -47,6 +47,7 @@ class RunConfig:
     # camera capture
     camera_size: str | None = None  # "1280x720"; None keeps the camera's default
     camera_fps: float | None = None
+    reconnect_timeout: float = 30.0  # seconds a dropped stream or camera may stay away before the run ends
     # run control
     max_frames: int | None = None
     log: Path | None = None
@@ -67,6 +68,7 @@ class RunConfig:
             (0 <= self.crf <= 51, f"--crf must be between 0 and 51, got {self.crf}"),
             (self.max_frames is None or self.max_frames >= 1, f"--max-frames must be at least 1, got {self.max_frames}"),
             (self.camera_fps is None or self.camera_fps > 0, f"--camera-fps must be positive, got {self.camera_fps}"),
+            (self.reconnect_timeout >= 0, f"--reconnect-timeout must be 0 or more, got {self.reconnect_timeout}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -6,9 +6,9 @@ Progress goes to stderr and the summary to stdout, so `streamcam run ... > summa
 from __future__ import annotations
 
 import logging
+import time
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -20,13 +20,24 @@ stdout = Console()
 
 
 def setup_logging(debug: bool = False) -> None:
-    """streamcam's warnings as "warning: ..." lines on stderr."""
-    handler = RichHandler(console=stderr, show_time=False, show_path=debug, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    """streamcam's warnings as single "warning: ..." lines on stderr, printed above the progress bar."""
     logger = logging.getLogger("streamcam")
-    logger.handlers[:] = [handler]
+    logger.handlers[:] = [_ConsoleHandler()]
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
     logger.propagate = False
+    # FFmpeg's own messages (PyAV logs them as "libav.*"): streamcam reports what matters in its words;
+    # --debug shows the originals.
+    ffmpeg = logging.getLogger("libav")
+    ffmpeg.handlers[:] = [_ConsoleHandler() if debug else logging.NullHandler()]
+    ffmpeg.propagate = False
+
+
+class _ConsoleHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        style = "yellow" if record.levelno >= logging.WARNING else None
+        # soft_wrap: one line however long, so that logs and CI output keep one message per line.
+        stderr.print(f"{record.levelname.lower()}: {self.format(record)}", style=style, markup=False,
+                     highlight=False, soft_wrap=True)
 
 
 class RunProgress:
@@ -71,6 +82,8 @@ class RunProgress:
             parts += [f"{stats.written} frames", f"dropped {pipeline.dropped}"]
             if stats.recent_latencies:
                 parts.append(f"latency {stats.latency_ms(50, recent=True):.0f} ms")
+        if pipeline.source.stalled_since is not None:
+            parts.append(f"stalled: reconnecting for {time.monotonic() - pipeline.source.stalled_since:.0f} s")
         if pipeline.control.paused.is_set():
             parts.append("paused")
         self.progress.update(self.task, completed=stats.written, description=" · ".join(parts))

@@ -15,13 +15,22 @@ class WeightsUnavailableError(StreamcamError):
 
 
 def unknown_name(kind: str, name: object, valid: Iterable[str], hint: str = "") -> StreamcamError:
-    """An error for a name that is not among `valid`, naming the closest matches, or all when few."""
+    """An error for a name that is not among `valid`: the closest matches, and the valid names when
+    they are few enough to read (else a few, and `hint` on where to find them all)."""
     valid = list(valid)
     close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
-    if close:
-        suggestion = f"did you mean {', '.join(close)}?"
-    elif len(valid) <= 30:
-        suggestion = f"valid: {', '.join(valid)}"
-    else:
-        suggestion = f"{len(valid)} are valid, e.g. {', '.join(valid[:8])}, ..."
-    return StreamcamError(f"unknown {kind} {name!r}; {suggestion}{' ' + hint if hint else ''}")
+    parts = [f"did you mean {', '.join(close)}?"] if close else []
+    if len(valid) <= 30:
+        parts.append(f"valid: {', '.join(valid)}")
+    elif not close:
+        parts.append(f"{len(valid)} are valid, e.g. {', '.join(valid[:8])}, ...")
+    if hint:
+        parts.append(hint)
+    return StreamcamError(f"unknown {kind} {name!r}; {' '.join(parts)}")
+
+
+class RunFailed(StreamcamError):
+    """A run that started could not finish (a lost stream, a full disk). The outputs hold, playable,
+    what was done; `result` (set by api.run) says how far it got."""
+
+    result: object = None

@@ -6,8 +6,9 @@
 - A finite source (file, images) never loses a frame: queues block, and back-pressure paces the reader.
 - A live source (camera, stream, lavfi) never builds latency: capture hands over through a one-slot
   "newest frame wins" buffer, and the frames it replaces are counted as dropped.
-- `stop()` (Ctrl-C, q, --max-frames) stops reading; what is in flight is still written, then every
-  sink is closed. An exception in any stage stops the others and is re-raised on the main thread.
+- `stop()` (Ctrl-C, q, --max-frames, a lost stream) stops reading; what is in flight is still written,
+  then every sink is closed. `abort()` (a second Ctrl-C, a failing stage) closes the sinks at once and
+  leaves the frames in flight. An exception in any stage is re-raised on the main thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .errors import RunFailed
 from .explain import FrameExplainer
 from .render import Renderer
 from .sinks import RenderedFrame, Sink, Window
@@ -103,7 +105,8 @@ class Pipeline:
 
     def abort(self, reason: str) -> None:
         """Stop now: frames in flight are dropped; sinks are still closed so outputs stay playable."""
-        self.stop(reason)
+        self.stop_reason = reason
+        self.control.stopping.set()
         self.control.aborting.set()
 
     def toggle_pause(self) -> bool:
@@ -138,11 +141,12 @@ class Pipeline:
                     on_tick(self)
                     next_tick = time.monotonic() + tick_seconds
         finally:
+            # After an abort, a stage may be inside a long forward pass; it notices the abort when it
+            # returns and, as a daemon thread, never holds up the exit.
             for thread in stages:
-                thread.join(timeout=10)
+                thread.join(timeout=1 if self.control.aborting.is_set() else 10)
             self.stats.finished = time.monotonic()
             self.stats.dropped = self.dropped
-            self.stats.damaged_packets = self.source.damaged_packets
             if on_tick:
                 on_tick(self)
         if self.control.errors:
@@ -155,7 +159,8 @@ class Pipeline:
             if item is not _END:
                 self.window.show(item.image)
         except queue.Empty:
-            pass
+            if self.source.stalled_since is not None:
+                self.window.show_stalled(time.monotonic() - self.source.stalled_since)
         action = self.window.poll(1)
         if action == "quit":
             self.stop("window closed")
@@ -167,20 +172,23 @@ class Pipeline:
                 print(f"snapshot saved to {path}", flush=True)
 
     def _guard(self, stage: Callable[[], None]) -> None:
-        """Run a stage; its exception stops the whole pipeline and reaches the main thread."""
+        """Run a stage; its exception stops the whole pipeline and reaches the main thread. A source
+        that is lost for good (RunFailed) only stops reading: the frames already read are finished."""
         try:
             stage()
         except BaseException as error:  # noqa: BLE001 - re-raised on the main thread
             self.control.errors.append(error)
-            self.control.stopping.set()
-            self.control.aborting.set()
+            if isinstance(error, RunFailed) and stage == self._capture:
+                self.stop("the source was lost")
+            else:
+                self.abort(f"the {threading.current_thread().name} stage failed")
 
     # ----- stages --------------------------------------------------------------------------------------
     def _capture(self) -> None:
         limit = None if self.source.info.live else self.options.max_frames  # live: the explain stage counts
         started = time.perf_counter()
         try:
-            for frame in self.source.frames():
+            for frame in self.source.frames(self.control.stopping):
                 self.stats.timed("decode", time.perf_counter() - started)
                 self.stats.read += 1
                 if self.control.stopping.is_set() or not self._put(self.frames, frame):
@@ -223,7 +231,7 @@ class Pipeline:
 
     def _render(self) -> None:
         try:
-            while (explained := self._get(self.explained, wait_for_end=True)) is not _END and explained is not None:
+            while (explained := self._get(self.explained)) is not _END and explained is not None:
                 started = time.perf_counter()
                 image = self.renderer.render(explained, self.stats.output_fps.fps())
                 self.stats.timed("render", time.perf_counter() - started)
@@ -239,24 +247,26 @@ class Pipeline:
 
     def _write(self) -> None:
         try:
-            while (rendered := self._get(self.rendered, wait_for_end=True)) is not _END and rendered is not None:
+            while (rendered := self._get(self.rendered)) is not _END and rendered is not None:
                 started = time.perf_counter()
                 for sink in self.sinks:
                     sink.write(rendered)
                 self.stats.timed("write", time.perf_counter() - started)
                 self.stats.output(rendered.explained.frame.captured)
         finally:
-            self._close_sinks()
+            close_error = self._close_sinks()  # when writing failed, that error is the one to report
+        if close_error:
+            raise close_error
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self) -> Exception | None:
+        """Close every sink, even when one fails; return the first failure."""
         errors = []
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception as error:  # noqa: BLE001 - close the others, then report
                 errors.append(error)
-        if errors:
-            raise errors[0]
+        return errors[0] if errors else None
 
     # ----- queue helpers: every wait wakes up to notice a stop or failure ------------------------------------
     def _put(self, target: queue.Queue | LatestSlot, item: object, final: bool = False) -> bool:
@@ -278,19 +288,14 @@ class Pipeline:
                 if consumer_gone or self.control.aborting.is_set():
                     _discard_one(target)
 
-    def _get(self, source: queue.Queue | LatestSlot, wait_for_end: bool = False) -> object | None:
-        """The next item, or None once the pipeline aborts. Downstream stages (wait_for_end) keep
-        draining after an abort until the end marker, so that nothing upstream blocks forever."""
-        while True:
+    def _get(self, source: queue.Queue | LatestSlot) -> object | None:
+        """The next item, or None once the pipeline aborts."""
+        while not self.control.aborting.is_set():
             try:
-                item = source.get(timeout=_POLL)
+                return source.get(timeout=_POLL)
             except queue.Empty:
-                if self.control.aborting.is_set() and not wait_for_end:
-                    return None
                 continue
-            if self.control.aborting.is_set() and item is not _END and wait_for_end:
-                continue  # aborting: skip what is in flight, wait for the end marker
-            return item
+        return None
 
     def _get_nowait(self, source: queue.Queue | LatestSlot) -> object | None:
         try:

@@ -67,13 +67,13 @@ class Renderer:
         if self.view == "grid":
             tiles = []
             for rank, (overlay_image, cls, probability) in enumerate(zip(overlays, explained.classes, explained.probabilities)):
-                tiles.append(_draw_text_box(overlay_image, [f"{rank + 1}. {self.class_name(cls)} {_percent(probability)}"]))
+                tiles.append(draw_text_box(overlay_image, [f"{rank + 1}. {self.class_name(cls)} {_percent(probability)}"]))
             picture = _grid(tiles)
         else:
-            labelled = _draw_text_box(overlays[0], self._label_lines(explained))
+            labelled = draw_text_box(overlays[0], self._label_lines(explained))
             picture = np.concatenate([frame, labelled], axis=1) if self.view == "side" else labelled
         if fps is not None:
-            picture = _draw_text_box(picture, [f"{fps:.1f} fps"], right=True)
+            picture = draw_text_box(picture, [f"{fps:.1f} fps"], right=True)
         return picture
 
     def _label_lines(self, explained: ExplainedFrame) -> list[str]:
@@ -148,7 +148,7 @@ def _grid(tiles: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.concatenate(tiles[r * columns:(r + 1) * columns], axis=1) for r in range(rows)], axis=0)
 
 
-def _draw_text_box(image: np.ndarray, lines: list[str], right: bool = False) -> np.ndarray:
+def draw_text_box(image: np.ndarray, lines: list[str], right: bool = False) -> np.ndarray:
     """White text on a darkened box in a top corner, sized for the picture so it stays legible on any
     background and at any resolution. Draws on a copy of the box region only."""
     height, width = image.shape[:2]

@@ -6,14 +6,19 @@ that stops early still leaves a playable video and a complete log of what was pr
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import platform
 import queue
 import socket
+import struct
+import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,8 +27,9 @@ import av
 import cv2
 import numpy as np
 
-from .errors import StreamcamError
+from .errors import RunFailed, StreamcamError
 from .explain import ExplainedFrame
+from .render import draw_text_box
 from .sources import IMAGE_SUFFIXES, AudioTrack, VideoInfo
 
 log = logging.getLogger("streamcam")
@@ -65,20 +71,29 @@ def check_output(output: Path, source: str, log: bool = False) -> None:
     existing = folder
     while not existing.exists():
         existing = existing.parent
-    if not os.access(existing, os.W_OK):
-        raise StreamcamError(f"cannot write {output}: {existing} is not writable")
+    try:  # really try: permission bits do not tell (root, read-only mounts, ACLs)
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise StreamcamError(f"cannot write {output}: {existing} is not writable ({error.strerror})") from None
     source_path = Path(source)
     if source_path.exists() and output.exists() and output.resolve() == source_path.resolve():
         raise StreamcamError(f"the output {output} is the input; choose another name")
 
 
+# MP4/MOV are written fragmented, a fragment at least every second: a killed process or a full disk
+# leaves a file that plays up to its last fragment (a plain MP4 is unplayable until its index is written
+# at the very end). delay_moov writes the header with the first fragment, once the encoder's B-frame
+# delay is known, so the first frame still starts at 0 (in sync with the audio). MKV, WebM, AVI and TS
+# are playable as they are written.
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof", "frag_duration": "1000000"}
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
 class VideoFileSink(Sink):
     """An encoded video. Files keep the source's time base and timestamps (VFR stays VFR); live sources
     get capture-clock timestamps, so dropped frames become gaps, not speed-up. The source's audio is
-    copied, interleaved by timestamp.
-
-    Live recordings are fragmented MP4: every keyframe closes a fragment, so even a killed process
-    leaves a playable file. File jobs are plain MP4 with the index moved to the front (+faststart).
+    copied, interleaved by timestamp. A frame of another size than the first (a resolution change
+    mid-stream) is letterboxed into the output's size.
     """
 
     def __init__(self, path: Path, info: VideoInfo, *, audio: AudioTrack | None = None, crf: int = 23,
@@ -97,12 +112,19 @@ class VideoFileSink(Sink):
         self.last_time = 0.0
         self.pending_audio: av.Packet | None = None
         self.audio_done = audio is None
+        self.frames_written = 0
+        self.resized_warned = False
 
     def write(self, rendered: RenderedFrame) -> None:
+        with self._stop_when_disk_full():
+            self._write(rendered)
+        self.frames_written += 1
+
+    def _write(self, rendered: RenderedFrame) -> None:
         image = rendered.image
         if self.container is None:
             self._open(image.shape[1], image.shape[0])
-        image = self._fit(image)
+        image = self._fit(image, rendered.explained.frame.index)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         source_frame = rendered.explained.frame
         # Timestamps must rise strictly for the encoder; a broken source could repeat one.
@@ -116,20 +138,38 @@ class VideoFileSink(Sink):
     def close(self) -> None:
         if self.container is None:
             return
+        with self._stop_when_disk_full():
+            try:
+                for packet in self.stream.encode(None):  # the encoder's tail: without it the last frames are lost
+                    self.container.mux(packet)
+                # Audio to the end of the video (plus one frame's worth, so the last frame is not silent).
+                self._mux_audio_until(self.last_time + 1 / float(self.info.fps or 30), wait=True)
+            finally:
+                if self.container is not None:
+                    self.container.close()
+                    self.container = None
+
+    @contextlib.contextmanager
+    def _stop_when_disk_full(self) -> Iterator[None]:
+        """A full disk (or file size limit) ends the run with a clear message; the file is closed without
+        writing more, and the fragments already written stay playable."""
         try:
-            for packet in self.stream.encode(None):  # the encoder's tail: without it the last frames are lost
-                self.container.mux(packet)
-            # Audio to the end of the video (plus one frame's worth, so the last frame is not silent).
-            self._mux_audio_until(self.last_time + 1 / float(self.info.fps or 30), wait=True)
-        finally:
-            self.container.close()
-            self.container = None
+            yield
+        except OSError as error:  # PyAV's errno errors are OSErrors too
+            if error.errno not in DISK_FULL:
+                raise
+            if self.container is not None:
+                with contextlib.suppress(OSError):
+                    self.container.close()
+                self.container = None
+            if self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
+                _cut_after_last_fragment(self.path)
+            raise RunFailed(f"disk full: stopped writing {self.path} after {self.frames_written} frames; what was "
+                            "written plays (up to its last second)") from None
 
     def _open(self, width: int, height: int) -> None:
         self.size = (width + width % 2, height + height % 2)  # yuv420p needs even sizes
-        options = {}
-        if self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
-            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof" if self.info.live else "+faststart"
+        options = dict(FRAGMENTED_MP4) if self.path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
         try:
             self.container = av.open(str(self.path), "w", options=options)
         except av.error.FFmpegError as error:
@@ -157,14 +197,24 @@ class VideoFileSink(Sink):
             options["g"] = str(max(1, round(2 * float(rate))))  # a keyframe, hence a fragment, every 2 s
         return options
 
-    def _fit(self, image: np.ndarray) -> np.ndarray:
-        """Make a frame the output's size: pad odd sizes by one edge pixel; scale other sizes."""
+    def _fit(self, image: np.ndarray, index: int) -> np.ndarray:
+        """Make a frame the output's size: pad odd sizes by one edge pixel; letterbox other sizes (the
+        source changed resolution), keeping their aspect ratio."""
         width, height = self.size
         if image.shape[1] == width and image.shape[0] == height:
             return image
         if image.shape[1] in (width, width - 1) and image.shape[0] in (height, height - 1):
             return cv2.copyMakeBorder(image, 0, height - image.shape[0], 0, width - image.shape[1], cv2.BORDER_REPLICATE)
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        if not self.resized_warned:
+            log.warning("the source changed resolution at frame %d (%dx%d, was %dx%d): letterboxed into the output",
+                        index, image.shape[1], image.shape[0], width, height)
+            self.resized_warned = True
+        scale = min(width / image.shape[1], height / image.shape[0])
+        fitted = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                            interpolation=cv2.INTER_AREA)
+        top, left = (height - fitted.shape[0]) // 2, (width - fitted.shape[1]) // 2
+        return cv2.copyMakeBorder(fitted, top, height - fitted.shape[0] - top, left, width - fitted.shape[1] - left,
+                                  cv2.BORDER_CONSTANT)
 
     def _mux_audio_until(self, seconds: float, wait: bool = False) -> None:
         """Copy the audio packets that play before `seconds`, in order.
@@ -194,6 +244,25 @@ class VideoFileSink(Sink):
                 packet.dts = None if packet.dts is None else packet.dts - shift
                 packet.stream = self.audio_stream
                 self.container.mux(packet)
+
+
+def _cut_after_last_fragment(path: Path) -> None:
+    """Truncate a fragmented MP4 after its last complete fragment (moof + mdat), so that a file cut
+    short mid-fragment (a full disk) ends cleanly; truncating needs no free space."""
+    with path.open("r+b") as file:
+        size = file.seek(0, os.SEEK_END)
+        end = complete = 0
+        while end + 8 <= size:
+            file.seek(end)
+            box_size, kind = struct.unpack(">I4s", file.read(8))
+            if box_size == 1:  # a 64-bit size follows
+                box_size = struct.unpack(">Q", file.read(8))[0]
+            if box_size < 8 or end + box_size > size:
+                break
+            end += box_size
+            if kind != b"moof":  # a fragment header counts only with its data
+                complete = end
+        file.truncate(complete)
 
 
 class ImageSink(Sink):
@@ -283,14 +352,23 @@ class JsonlLog(Sink):
         }
         if frame.name:
             row["file"] = frame.name
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            raise RunFailed(f"disk full: stopped writing {self.path} at frame {frame.index}") from None
 
     def _class(self, index: int, probability: float) -> dict[str, object]:
         return {"class": index, "label": self.class_name(index), "probability": round(probability, 6)}
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError as error:  # every row was flushed as it was written
+            if error.errno not in DISK_FULL:
+                raise
 
 
 def display_problem() -> str | None:
@@ -353,6 +431,11 @@ class Window:
             self.sized = True
         self.current = image
         cv2.imshow(self.title, image)
+
+    def show_stalled(self, seconds: float) -> None:
+        """Keep the last frame up with a "stalled" banner while a live source reconnects (no black frames)."""
+        if self.current is not None:
+            cv2.imshow(self.title, draw_text_box(self.current.copy(), [f"stalled: reconnecting ({seconds:.0f} s)"], right=True))
 
     def poll(self, wait_ms: int = 1) -> str | None:
         """'quit', 'pause', 'snapshot' or None, from the keyboard (or the window being closed)."""

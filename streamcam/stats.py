@@ -39,7 +39,6 @@ class RunStats:
     explained: int = 0
     written: int = 0
     dropped: int = 0
-    damaged_packets: int = 0
     started: float = field(default_factory=time.monotonic)
     first_output: float | None = None
     finished: float | None = None
@@ -90,6 +89,4 @@ class RunStats:
         per_stage = [f"{stage} {ms:.1f} ms" for stage in STAGES if (ms := self.stage_ms(stage)) is not None]
         if per_stage:
             rows.append(("per frame", " · ".join(per_stage)))
-        if self.damaged_packets:
-            rows.append(("damaged", f"{self.damaged_packets} packets could not be decoded and were skipped"))
         return rows

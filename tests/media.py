@@ -23,10 +23,11 @@ def moving_square(index: int, width: int, height: int) -> np.ndarray:
 
 def write_clip(path: Path, frames: int = 24, size: tuple[int, int] = (160, 120), fps: int = 24,
                audio: bool = False, pts: list[int] | None = None, time_base: Fraction | None = None,
-               codec: str = "libx264", pix_fmt: str = "yuv420p") -> Path:
-    """Write a clip. `pts` (in `time_base`) gives variable frame timing; `audio` adds a 440 Hz AAC tone."""
+               codec: str = "libx264", pix_fmt: str = "yuv420p", faststart: bool = False) -> Path:
+    """Write a clip. `pts` (in `time_base`) gives variable frame timing; `audio` adds a 440 Hz AAC tone;
+    `faststart` puts an MP4's index before the data."""
     width, height = size
-    container = av.open(str(path), "w")
+    container = av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else {})
     video = container.add_stream(codec, rate=fps)
     video.width, video.height, video.pix_fmt = width, height, pix_fmt
     if time_base is not None:
@@ -71,3 +72,31 @@ def probe(path: Path) -> dict:
             "audio": len(container.streams.audio) > 0,
             "codec": video.codec_context.name,
         }
+
+
+def serve_stream(port: int, seconds: float, size: tuple[int, int] = (160, 120), fps: int = 25) -> None:
+    """A live MPEG-TS stream over TCP: wait for one client on `port`, send `seconds` of frames in real
+    time, then hang up. Run it in a subprocess (`python tests/media.py serve PORT SECONDS`) to play a
+    camera or encoder that can be unplugged."""
+    import time
+
+    container = av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts")
+    video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)})
+    video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+    started = time.monotonic()
+    for index in range(int(seconds * fps)):
+        frame = av.VideoFrame.from_ndarray(moving_square(index, *size), format="rgb24")
+        frame.pts, frame.time_base = index, Fraction(1, fps)
+        for packet in video.encode(frame):
+            container.mux(packet)
+        time.sleep(max(0.0, started + (index + 1) / fps - time.monotonic()))
+    for packet in video.encode(None):
+        container.mux(packet)
+    container.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1] == "serve":
+        serve_stream(int(sys.argv[2]), float(sys.argv[3]))
