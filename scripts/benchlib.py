@@ -74,14 +74,15 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def record(section: str, title: str, body: str, device: torch.device, path: Path = REPO / "docs" / "benchmarks.md") -> None:
-    """Replace (or append) the section between markers named `section` in docs/benchmarks.md."""
+    """Replace (or append) the section between markers named `section` in `path` (docs/benchmarks.md)."""
     command = "python " + " ".join(shlex.quote(arg) for arg in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     stamp = datetime.date.today().isoformat()
     block = (
         f"<!-- {section} -->\n## {title}\n\n"
         f"Measured {stamp} on {machine(device)}.\nCommand: `{command}`\n\n{body}\n<!-- /{section} -->"
     )
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nTables written by the scripts in `scripts/`; rerun them to refresh.\n"
+    new_file = f"# {path.stem.capitalize()}\n\nTables written by the scripts in `scripts/`; rerun them to refresh.\n"
+    text = path.read_text() if path.exists() else new_file
     pattern = re.compile(rf"<!-- {re.escape(section)} -->.*?<!-- /{re.escape(section)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

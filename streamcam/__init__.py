@@ -5,6 +5,8 @@
     explainer = streamcam.Explainer(loaded, method="gradcam")
     result = explainer(loaded.preprocess(frames_rgb_uint8))
     result.maps      # (B,H,W) float32 in [0,1] on the model's device
+
+    report = streamcam.check("drive.mp4", roi="boxes.json", model="demo")   # heatmap tests (checks.py)
 """
 
 import sys
@@ -20,8 +22,19 @@ from .models import LoadedModel, Preprocess, available_models, load_model  # noq
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """`streamcam.check` loads the video pipeline only when it is used."""
+    if name in ("check", "CheckReport"):
+        from . import checks
+
+        return getattr(checks, name)
+    raise AttributeError(f"module 'streamcam' has no attribute {name!r}")
+
+
 __all__ = [
     "METHODS",
+    "CheckReport",
     "Explainer",
     "Explanation",
     "LoadedModel",
@@ -29,6 +42,7 @@ __all__ = [
     "StreamcamError",
     "WeightsUnavailableError",
     "available_models",
+    "check",
     "feature_layers",
     "load_model",
 ]

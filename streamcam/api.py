@@ -41,10 +41,14 @@ class RunResult:
     expected_frames: int | None = None
 
 
+SinkFactory = Callable[[Source, Callable[[int], str]], list[Sink]]
+
+
 def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
-        handle_signals: bool = True) -> RunResult:
+        handle_signals: bool = True, extra_sinks: SinkFactory | None = None) -> RunResult:
     """Run `config` to the end of its source or until stopped. Ctrl-C / SIGTERM stop reading and finish
-    cleanly (a second Ctrl-C abandons the frames in flight); outputs are always closed and playable."""
+    cleanly (a second Ctrl-C abandons the frames in flight); outputs are always closed and playable.
+    `extra_sinks(source, class_name)` adds sinks of the caller's (e.g. `streamcam check`'s)."""
     config.validate()
     if config.output is not None:
         check_output(config.output, config.source)
@@ -55,7 +59,8 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
     window_problem = display_problem() if config.show else None
     if window_problem and config.output is None and config.log is None:
         raise StreamcamError(f"cannot show a window: {window_problem}; give -o/--output or --log to run without one")
-    if not config.show and config.output is None and config.log is None and config.contact_sheet is None:
+    if (not config.show and config.output is None and config.log is None and config.contact_sheet is None
+            and extra_sinks is None):
         raise StreamcamError("nothing to do: give -o/--output, --log, --contact-sheet or --show")
 
     camera_size = parse_size(config.camera_size) if config.camera_size else None
@@ -66,12 +71,17 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
                             input_size=config.input_size)
         explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision, align=config.align)
         frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
-                                grid=config.view == "grid", smooth=config.smooth)
+                                grid=config.view == "grid", smooth=config.smooth,
+                                boxes=config.box_threshold_value() if config.boxes else None)
         renderer = make_renderer(loaded.device, frames.class_name, view=config.view, alpha=config.alpha,
                                  colormap=config.colormap, top_k=config.top_k)
         sinks = _open_sinks(config, source, frames.class_name)
         for sink in sinks:
             resources.callback(sink.close)
+        if extra_sinks is not None:
+            for sink in extra_sinks(source, frames.class_name):
+                resources.callback(sink.close)
+                sinks.append(sink)
         window = None
         if config.show:
             if window_problem:

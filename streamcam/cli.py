@@ -36,6 +36,8 @@ TopK = Annotated[int, typer.Option("--top-k", help="Classes listed on the frame;
 Alpha = Annotated[float, typer.Option(help="Heatmap opacity, 0..1.")]
 Colormap = Annotated[str, typer.Option(help="jet, turbo, inferno or viridis.")]
 View = Annotated[str, typer.Option(help="overlay, side (original | overlay) or grid (one map per top-k class).")]
+Boxes = Annotated[bool, typer.Option(help="Draw boxes around the heatmap's hot regions, and log them.")]
+BoxThreshold = Annotated[str, typer.Option("--box-threshold", help="Where a hot region starts: a fraction of the map's maximum, or otsu.")]
 Smooth = Annotated[float, typer.Option(help="Temporal smoothing of maps against flicker, 0 (off) .. <1 (strong).")]
 InputSize = Annotated[Optional[int], typer.Option("--input-size", help="Model input short side in pixels (aspect kept, nothing cropped). \\[default: the checkpoint's training size, else 224]")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per forward pass. \\[default: 1 for live sources, 4 for files]")]
@@ -59,6 +61,7 @@ def _options(
     method: Method = DEFAULT.method, layer: Layer = None, align: Align = DEFAULT.align, target: Target = None,
     top_k: TopK = DEFAULT.top_k, alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap,
     view: View = DEFAULT.view, smooth: Smooth = DEFAULT.smooth,
+    boxes: Boxes = DEFAULT.boxes, box_threshold: BoxThreshold = DEFAULT.box_threshold,
     input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
     precision: Precision = DEFAULT.precision, crf: Crf = DEFAULT.crf, preset: Preset = None,
     camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
@@ -130,6 +133,48 @@ def demo(
         f"{result.pointing:.0%} of those (pointing game)"
     )
     typer.echo(f"watch {result.video}, or look at {result.contact_sheet}")
+
+
+@app.command()
+def check(
+    sources: Annotated[list[str], typer.Argument(help="Clips to check: files, folders of clips, quoted globs (\"clips/*.mp4\"), streams.")],
+    roi: Annotated[str, typer.Option(help="Where the heatmap should be: x0,y0,x1,y1 (pixels, or fractions of the frame), a mask image, or per-frame boxes (.json/.csv).")],
+    class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")] = None,
+    min_share: Annotated[Optional[float], typer.Option("--min-share", help="Pass when the map's mean energy share inside the region is at least this. \\[default: not checked]")] = None,
+    min_pointing: Annotated[float, typer.Option("--min-pointing", help="Pass when at least this share of frames has the map's peak inside the region.")] = 0.8,
+    report: Annotated[Optional[Path], typer.Option(help="Write the JSON report here: per-frame metrics and summaries.")] = None,
+    junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here: one test case per clip, or per annotated object.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the failing frames, annotated: a video for one clip, else a folder.")] = None,
+    model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
+    method: Method = DEFAULT.method, layer: Layer = None,
+    align: Annotated[str, typer.Option(help="image or receptive-field; see `run --help`.")] = "receptive-field",
+    box_threshold: BoxThreshold = DEFAULT.box_threshold,
+    input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
+    precision: Precision = DEFAULT.precision, max_frames: MaxFrames = None,
+    debug: Debug = False,
+) -> None:
+    """Test that the model looks where it should: exit 0 when every clip meets the thresholds, 1 when not."""
+    from .checks import check as run_check
+    from .console import RunProgress, print_check, setup_logging
+    from .sinks import check_output
+
+    setup_logging(debug)
+    for path in (report, junit):
+        if path is not None:
+            check_output(path, "", log=True)
+    result = run_check(
+        sources, roi, target=class_name, min_share=min_share, min_pointing=min_pointing, failing_output=output,
+        on_clip=lambda source: RunProgress(max_frames), model=model, weights=weights, labels=labels,
+        method=method, layer=layer, align=align, box_threshold=box_threshold, input_size=input_size,
+        batch_size=batch_size, device=device, precision=precision, max_frames=max_frames,
+    )
+    print_check(result)
+    if report is not None:
+        result.write_json(report)
+    if junit is not None:
+        result.write_junit(junit)
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 @app.command()

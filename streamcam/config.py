@@ -36,6 +36,8 @@ class RunConfig:
     colormap: str = "jet"
     view: str = "overlay"
     smooth: float = 0.0
+    boxes: bool = False  # draw (and log) boxes around the map's hot regions
+    box_threshold: str = "0.5"  # a fraction of the map's maximum, or "otsu"
     # compute
     input_size: int | None = None  # None: what the checkpoint was trained at, else 224
     batch_size: int | None = None  # None: 1 for live sources (latency), 4 for files (throughput)
@@ -82,7 +84,20 @@ class RunConfig:
                 raise unknown_name(kind, value, valid)
         if self.camera_size is not None:
             parse_size(self.camera_size)
+        self.box_threshold_value()
         return self
+
+    def box_threshold_value(self) -> float | str:
+        """--box-threshold as the metrics take it: a float in (0, 1], or "otsu"."""
+        if str(self.box_threshold).lower() == "otsu":
+            return "otsu"
+        try:
+            value = float(self.box_threshold)
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= 1:
+            raise StreamcamError(f"--box-threshold must be a fraction in (0, 1] or otsu, got {self.box_threshold!r}")
+        return value
 
 
 def parse_size(text: str) -> tuple[int, int]:

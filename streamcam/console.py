@@ -102,3 +102,25 @@ def print_summary(result: RunResult) -> None:
     for path in result.outputs:
         table.add_row("wrote", str(path))
     stdout.print(table)
+
+
+def print_check(report) -> None:
+    """One row per clip (and per annotated object): frames, mean share, pointing rate, IoU, verdict."""
+    thresholds = report.thresholds
+    wanted = [f"pointing >= {thresholds.min_pointing:g}" if thresholds.min_pointing is not None else "",
+              f"share >= {thresholds.min_share:g}" if thresholds.min_share is not None else ""]
+    table = Table(title=f"streamcam check ({', '.join(w for w in wanted if w) or 'no thresholds'})", title_justify="left")
+    for column in ("clip", "frames", "share", "pointing", "IoU", "result"):
+        table.add_column(column, justify="left" if column in ("clip", "result") else "right")
+    for clip in report.clips:
+        entries = [(clip.source, clip.summary, clip.failures)]
+        entries += [(f"  {obj['name']}", obj["summary"], obj["failures"]) for obj in clip.objects]
+        for name, summary, failures in entries:
+            verdict = "[red]FAIL[/] " + "; ".join(failures) if failures else "[green]pass[/]"
+            table.add_row(name, str(summary["frames"]), f"{summary['share']:.3f}", f"{summary['pointing']:.3f}",
+                          f"{summary['iou']:.3f}", verdict)
+    stdout.print(table)
+    for clip in report.clips:
+        if clip.failing_video:
+            stdout.print(f"failing frames of {clip.source}: {clip.failing_video}")
+    stdout.print("[green]passed[/]" if report.passed else f"[red]failed[/]: {len(report.failures())} of the checks above")

@@ -14,6 +14,7 @@ import torch
 
 from .cam import Explainer
 from .errors import StreamcamError, unknown_name
+from .metrics import Box, boxes_from_map
 from .models import LoadedModel
 from .sources import Frame
 
@@ -26,16 +27,20 @@ class ExplainedFrame:
     probabilities: list[float]  # their probabilities
     top: list[tuple[int, float]]  # the frame's top-k (class, probability), for labels and logs
     peak: tuple[int, int]  # (x, y) of the first map's maximum, in frame pixels
+    boxes: list[Box] | None = None  # hot regions of the first map, hottest first, in frame pixels (--boxes)
 
 
 class FrameExplainer:
     """Runs `explainer` on frames. `top_k` classes are reported per frame; with `grid` each of them gets
     its own map, otherwise only the `target` (or the top-1) class is explained. `smooth` in [0,1) blends
-    each map with the previous frame's (exponential moving average) to stop flicker."""
+    each map with the previous frame's (exponential moving average) to stop flicker. With `boxes` (a
+    threshold: a fraction of the map's maximum, or "otsu") each frame also gets boxes around the hot
+    regions of its map."""
 
     def __init__(self, loaded: LoadedModel, explainer: Explainer, *, target: str | None = None,
-                 top_k: int = 1, grid: bool = False, smooth: float = 0.0):
+                 top_k: int = 1, grid: bool = False, smooth: float = 0.0, boxes: float | str | None = None):
         self.loaded = loaded
+        self.boxes = boxes
         self.explainer = explainer
         self.device = loaded.device
         self.top_k = top_k
@@ -90,13 +95,18 @@ class FrameExplainer:
 
         height, width = frames[0].image.shape[:2]
         map_height, map_width = maps.shape[-2:]
+        host_maps = maps[:, 0].float().cpu().numpy() if self.boxes is not None else None
         explained = []
         for i, frame in enumerate(frames):
             y, x_pos = divmod(int(peaks_cpu[i]), map_width)
             peak = (_to_frame(x_pos, map_width, width), _to_frame(y, map_height, height))
+            boxes = None
+            if host_maps is not None:  # found at map resolution (cheap), scaled to the frame
+                sx, sy = width / map_width, height / map_height
+                boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in boxes_from_map(host_maps[i], self.boxes)]
             explained.append(ExplainedFrame(
                 frame, maps[i], targets_cpu[i].tolist(), target_probs[i].tolist(),
-                list(zip(top_indices[i].tolist(), top_values[i].tolist())), peak,
+                list(zip(top_indices[i].tolist(), top_values[i].tolist())), peak, boxes,
             ))
         return explained
 

@@ -70,6 +70,8 @@ class Renderer:
                 tiles.append(draw_text_box(overlay_image, [f"{rank + 1}. {self.class_name(cls)} {_percent(probability)}"]))
             picture = _grid(tiles)
         else:
+            if explained.boxes:
+                overlays[0] = draw_boxes(overlays[0], explained.boxes)
             labelled = draw_text_box(overlays[0], self._label_lines(explained))
             picture = np.concatenate([frame, labelled], axis=1) if self.view == "side" else labelled
         if fps is not None:
@@ -146,6 +148,18 @@ def _grid(tiles: list[np.ndarray]) -> np.ndarray:
     blank = np.zeros_like(tiles[0])
     tiles = tiles + [blank] * (rows * columns - count)
     return np.concatenate([np.concatenate(tiles[r * columns:(r + 1) * columns], axis=1) for r in range(rows)], axis=0)
+
+
+def draw_boxes(image: np.ndarray, boxes: list[tuple[float, float, float, float]],
+               colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Rectangles (pixel edges) outlined in `colour` over a dark halo, so they show on any heatmap."""
+    image = image if image.flags.writeable else image.copy()
+    thickness = max(1, round(min(image.shape[:2]) / 360))
+    for x0, y0, x1, y1 in boxes:
+        corners = (round(x0), round(y0)), (max(round(x0), round(x1) - 1), max(round(y0), round(y1) - 1))
+        cv2.rectangle(image, *corners, (0, 0, 0), 3 * thickness, cv2.LINE_AA)
+        cv2.rectangle(image, *corners, colour, thickness, cv2.LINE_AA)
+    return image
 
 
 def draw_text_box(image: np.ndarray, lines: list[str], right: bool = False) -> np.ndarray:

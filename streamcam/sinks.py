@@ -350,6 +350,8 @@ class JsonlLog(Sink):
             "peak": {"x": explained.peak[0], "y": explained.peak[1]},
             "latency_ms": round(1000 * (time.monotonic() - frame.captured), 2),
         }
+        if explained.boxes is not None:
+            row["boxes"] = [[round(v, 1) for v in box] for box in explained.boxes]
         if frame.name:
             row["file"] = frame.name
         try:

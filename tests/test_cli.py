@@ -37,7 +37,7 @@ def test_unknown_model_is_one_line_on_stderr_without_traceback():
     ]
 
 
-COMMANDS = ["run", "webcam", "models", "layers", "methods"]
+COMMANDS = ["run", "webcam", "check", "demo", "models", "layers", "methods"]
 
 
 def test_help_works_for_every_command():

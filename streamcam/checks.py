@@ -1,0 +1,286 @@
+"""Heatmap test automation: does the model look where it should? (`streamcam check`, and for pytest)
+
+After Borg et al. (2021), "Test automation with Grad-CAM heatmaps": a model that is right for the wrong
+reason (the sidewalk, not the dog) should fail a test. Each checked frame's map is measured against
+its region of interest (roi.py), in frame pixels:
+
+- share: the map's energy inside the region (energy-based pointing game);
+- pointing: whether the map's peak is inside;
+- iou: between the box around the map's hottest region (boxes_from_map) and the region.
+
+A clip passes when its mean share is at least `min_share` and its pointing rate at least
+`min_pointing`; with annotated objects, each object is also a test case of its own.
+
+    import streamcam
+    report = streamcam.check("drive.mp4", roi="boxes.json", target="car", model="demo", min_pointing=0.9)
+    assert report.passed, report.failures()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import api
+from .config import RunConfig
+from .errors import StreamcamError
+from .metrics import mask_energy_share, mask_iou, region_mask
+from .roi import RegionSpec, load_roi
+from .sinks import VIDEO_CODECS, RenderedFrame, Sink, VideoFileSink, check_output
+from .sources import IMAGE_SUFFIXES, Source
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_share: float | None = None  # mean energy share inside the region, over the checked frames
+    min_pointing: float | None = 0.8  # share of checked frames whose peak is inside the region
+
+    def failures(self, summary: dict[str, object]) -> list[str]:
+        """Why a summary fails these thresholds (empty when it passes)."""
+        if not summary["frames"]:
+            return ["no frame was checked (no region for any frame)"]
+        reasons = []
+        if self.min_share is not None and summary["share"] < self.min_share:
+            reasons.append(f"mean share {summary['share']:.3f} < {self.min_share:g}")
+        if self.min_pointing is not None and summary["pointing"] < self.min_pointing:
+            reasons.append(f"pointing {summary['pointing']:.3f} < {self.min_pointing:g}")
+        return reasons
+
+
+def summarize(rows: list[dict[str, object]], target: int | None = None) -> dict[str, object]:
+    """Means over per-frame rows; `accuracy` (top-1 == target) when a target class was given."""
+    summary: dict[str, object] = {"frames": len({row["frame"] for row in rows}), "regions": len(rows)}
+    for key in ("share", "pointing", "iou"):
+        summary[key] = round(float(np.mean([row[key] for row in rows])), 6) if rows else 0.0
+    if target is not None and rows:
+        summary["accuracy"] = round(float(np.mean([row["top1"] == target for row in rows])), 6)
+    return summary
+
+
+@dataclass
+class ClipReport:
+    source: str
+    rows: list[dict[str, object]]  # one per (frame, region)
+    summary: dict[str, object]
+    failures: list[str]
+    objects: list[dict[str, object]] = field(default_factory=list)  # per annotated object: name, summary, failures
+    failing_video: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and all(not obj["failures"] for obj in self.objects)
+
+
+@dataclass
+class CheckReport:
+    clips: list[ClipReport]
+    thresholds: Thresholds
+    target: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(clip.passed for clip in self.clips)
+
+    @property
+    def summary(self) -> dict[str, object]:
+        rows = [row for clip in self.clips for row in clip.rows]
+        overall = summarize(rows)
+        overall.update(frames=sum(clip.summary["frames"] for clip in self.clips), clips=len(self.clips),
+                       failed_clips=sum(not clip.passed for clip in self.clips))
+        return overall
+
+    def failures(self) -> list[str]:
+        """One line per failed clip or object, for assertion messages."""
+        lines = [f"{clip.source}: {'; '.join(clip.failures)}" for clip in self.clips if clip.failures]
+        lines += [f"{clip.source} {obj['name']}: {'; '.join(obj['failures'])}"
+                  for clip in self.clips for obj in clip.objects if obj["failures"]]
+        return lines
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "passed": self.passed,
+            "thresholds": {"min_share": self.thresholds.min_share, "min_pointing": self.thresholds.min_pointing},
+            "class": self.target,
+            "summary": self.summary,
+            "clips": [{
+                "source": clip.source, "passed": clip.passed, "failures": clip.failures, "summary": clip.summary,
+                "objects": clip.objects, "failing_video": str(clip.failing_video) if clip.failing_video else None,
+                "frames": clip.rows,
+            } for clip in self.clips],
+        }
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    def write_junit(self, path: Path) -> None:
+        """JUnit XML: one test case per clip, or per annotated object when the annotations name objects."""
+        suite = ET.Element("testsuite", name="streamcam check")
+        cases = 0
+        failed = 0
+        for clip in self.clips:
+            entries = clip.objects or [{"name": "", "summary": clip.summary, "failures": clip.failures}]
+            if clip.objects and clip.failures:  # a clip-level failure still shows
+                entries = [{"name": "(clip)", "summary": clip.summary, "failures": clip.failures}] + entries
+            for entry in entries:
+                cases += 1
+                name = f"{clip.source} {entry['name']}".strip()
+                case = ET.SubElement(suite, "testcase", classname="streamcam.check", name=name)
+                ET.SubElement(case, "system-out").text = json.dumps(entry["summary"])
+                if entry["failures"]:
+                    failed += 1
+                    ET.SubElement(case, "failure", message="; ".join(entry["failures"])).text = json.dumps(entry["summary"])
+        suite.set("tests", str(cases))
+        suite.set("failures", str(failed))
+        root = ET.Element("testsuites")
+        root.append(suite)
+        ET.indent(root)
+        ET.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)
+
+
+class CheckSink(Sink):
+    """Measures each frame's map against its regions (writer thread); writes failing frames to a video."""
+
+    def __init__(self, regions: RegionSpec, thresholds: Thresholds, class_name: Callable[[int], str],
+                 failing_video: VideoFileSink | None = None):
+        self.regions = regions
+        self.thresholds = thresholds
+        self.class_name = class_name
+        self.failing_video = failing_video
+        self.rows: list[dict[str, object]] = []
+
+    def write(self, rendered: RenderedFrame) -> None:
+        explained = rendered.explained
+        frame = explained.frame
+        height, width = frame.image.shape[:2]
+        regions = self.regions.regions(frame.index, width, height)
+        if not regions:
+            return
+        # The map as the viewer sees it: upsampled to the frame.
+        heatmap = cv2.resize(explained.maps[0].float().cpu().numpy(), (width, height), interpolation=cv2.INTER_LINEAR)
+        hottest = explained.boxes[0] if explained.boxes else None
+        hottest_mask = region_mask((height, width), hottest) if hottest else np.zeros((height, width), bool)
+        x, y = explained.peak
+        failed = False
+        for region in regions:
+            row = {
+                "frame": frame.index, "time": round(frame.time, 6),
+                "object": region.object_id, "label": region.label,
+                "class": explained.classes[0], "class_label": self.class_name(explained.classes[0]),
+                "probability": round(explained.probabilities[0], 6), "top1": explained.top[0][0],
+                "share": round(mask_energy_share(heatmap, region.mask), 6),
+                "pointing": bool(region.mask[y, x]),
+                "iou": round(mask_iou(hottest_mask, region.mask), 6),
+                "peak": [x, y], "region": [round(v, 1) for v in region.box],
+                "map_box": [round(v, 1) for v in hottest] if hottest else None,
+            }
+            self.rows.append(row)
+            failed |= (self.thresholds.min_share is not None and row["share"] < self.thresholds.min_share) or (
+                self.thresholds.min_pointing is not None and not row["pointing"])
+        if failed and self.failing_video is not None:
+            self.failing_video.write(rendered)
+
+    def close(self) -> None:
+        if self.failing_video is not None:
+            self.failing_video.close()
+
+
+def expand_sources(specs: Iterable[str]) -> list[str]:
+    """Globs (quoted, for the shell not to expand them) and folders of clips become their files; a folder
+    of images stays one source; anything else (a file, URL, lavfi graph) is kept as it is."""
+    sources: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            clips = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
+                           and not p.name.startswith("."))
+            sources += clips or [spec]
+        elif not path.exists() and glob.has_magic(spec):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise StreamcamError(f"no file matches {spec}")
+            sources += matches
+        else:
+            sources.append(spec)
+    return sources
+
+
+def check(sources: str | Path | Iterable[str | Path], roi: str | RegionSpec, *, target: str | None = None,
+          min_share: float | None = None, min_pointing: float | None = 0.8, failing_output: Path | None = None,
+          config: RunConfig | None = None,
+          on_clip: Callable[[str], contextlib.AbstractContextManager[Callable | None]] | None = None,
+          **options: object) -> CheckReport:
+    """Check that the maps of `sources` fall inside `roi` (see roi.py for the forms it takes).
+
+    `target` is the class to explain (name or index; default each frame's top-1). `options` are
+    RunConfig fields (model, weights, labels, method, layer, device, ...); by default maps are aligned to
+    the layer's receptive fields, where they are most accurate. `failing_output` receives the annotated
+    frames that fail: a video for one source, else a folder with one video per clip. `on_clip(source)`
+    may return a context manager that yields a progress callback for that clip's run.
+    """
+    source_list = expand_sources([str(sources)] if isinstance(sources, (str, Path)) else map(str, sources))
+    if not source_list:
+        raise StreamcamError("no source to check")
+    regions = load_roi(roi) if isinstance(roi, str) else roi
+    thresholds = Thresholds(min_share, min_pointing)
+    base = dataclasses.replace(config) if config else RunConfig(align="receptive-field")
+    for name, value in options.items():
+        if not hasattr(base, name):
+            raise StreamcamError(f"check() got an unknown option {name!r}")
+        setattr(base, name, value)
+    base.target, base.boxes, base.show = target, True, False
+
+    video_paths = [_failing_video_path(failing_output, source, index, len(source_list))
+                   for index, source in enumerate(source_list)]
+    for path in filter(None, video_paths):
+        check_output(path, "")
+    clips = []
+    for source, video_path in zip(source_list, video_paths):
+        sinks: list[CheckSink] = []
+
+        def make_sinks(opened: Source, class_name: Callable[[int], str]) -> list[Sink]:
+            video = VideoFileSink(video_path, opened.info) if video_path else None
+            sinks.append(CheckSink(regions, thresholds, class_name, video))
+            return sinks
+
+        clip_config = dataclasses.replace(base, source=source)
+        with on_clip(source) if on_clip else contextlib.nullcontext() as on_tick:
+            api.run(clip_config, extra_sinks=make_sinks, on_tick=on_tick)
+        clips.append(_clip_report(source, sinks[0], thresholds, video_path, explained_target=target is not None))
+    return CheckReport(clips, thresholds, target)
+
+
+def _clip_report(source: str, sink: CheckSink, thresholds: Thresholds, video: Path | None,
+                 explained_target: bool) -> ClipReport:
+    # With a --class every frame explains that class, and how often it is also the top-1 is worth knowing.
+    target = sink.rows[0]["class"] if explained_target and sink.rows else None
+    summary = summarize(sink.rows, target)
+    objects = []
+    keys = sorted({row["object"] or row["label"] for row in sink.rows if row["object"] or row["label"]}, key=str)
+    for key in keys:
+        rows = [row for row in sink.rows if (row["object"] or row["label"]) == key]
+        label = rows[0]["label"]
+        name = f"object {key}" + (f" ({label})" if label and label != key else "") if rows[0]["object"] else str(key)
+        object_summary = summarize(rows, target)
+        objects.append({"name": name, "summary": object_summary, "failures": thresholds.failures(object_summary)})
+    return ClipReport(source, sink.rows, summary, thresholds.failures(summary), objects,
+                      video if video and video.exists() else None)
+
+
+def _failing_video_path(output: Path | None, source: str, index: int, count: int) -> Path | None:
+    """`output` itself for one source and a video name; else `output/<clip>_failing.mp4`."""
+    if output is None:
+        return None
+    if count == 1 and output.suffix.lower() in VIDEO_CODECS:
+        return output
+    output.mkdir(parents=True, exist_ok=True)
+    stem = Path(source).stem if Path(source).exists() else f"source{index + 1}"
+    return output / f"{stem}_failing.mp4"
