@@ -9,7 +9,14 @@
     report = streamcam.check("drive.mp4", roi="boxes.json", model="demo")   # heatmap tests (checks.py)
 """
 
+import os
 import sys
+
+# OpenMP threads that finish a parallel region spin, waiting for the next, by default. In a pipeline
+# the encoder and decoder threads need those cores: passive waiting made the CPU pipeline 5-10 % faster
+# here (docs/benchmarks.md). It must be set before torch loads its OpenMP runtime.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # OpenCV before PyAV: both wheels bundle libxcb, and when PyAV's copy loads first, creating an OpenCV
 # (Qt) window hangs. Loading cv2 first makes windows work; sinks.Window refuses when it is too late.

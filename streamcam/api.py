@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .cam import Explainer
 from .config import RunConfig, parse_size
 from .errors import RunFailed, StreamcamError
@@ -24,7 +26,8 @@ from .explain import FrameExplainer
 from .models import load_model
 from .pipeline import Pipeline, PipelineOptions
 from .render import make_renderer
-from .sinks import IMAGE_SUFFIXES, ContactSheetSink, ImageSink, JsonlLog, Sink, VideoFileSink, Window, check_output, display_problem
+from .sinks import (IMAGE_SUFFIXES, ContactSheetSink, ImageSink, JsonlLog, Sink, VideoFileSink, Window, check_output,
+                    choose_h264_encoder, display_problem)
 from .sources import ImageSource, Source, open_source
 from .stats import RunStats
 
@@ -75,7 +78,7 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
                                 boxes=config.box_threshold_value() if config.boxes else None)
         renderer = make_renderer(loaded.device, frames.class_name, view=config.view, alpha=config.alpha,
                                  colormap=config.colormap, top_k=config.top_k)
-        sinks = _open_sinks(config, source, frames.class_name)
+        sinks = _open_sinks(config, source, frames.class_name, loaded.device)
         for sink in sinks:
             resources.callback(sink.close)
         if extra_sinks is not None:
@@ -111,7 +114,7 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
     return result
 
 
-def _open_sinks(config: RunConfig, source: Source, class_name) -> list[Sink]:
+def _open_sinks(config: RunConfig, source: Source, class_name, device: torch.device) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         if config.log is not None:
@@ -126,7 +129,9 @@ def _open_sinks(config: RunConfig, source: Source, class_name) -> list[Sink]:
                                          "give a folder or a video file")
                 sinks.append(ImageSink(output))
             else:
-                sinks.append(VideoFileSink(output, source.info, audio=source.audio, crf=config.crf, preset=config.preset))
+                encoder = choose_h264_encoder(config.encoder, on_gpu=device.type == "cuda")
+                sinks.append(VideoFileSink(output, source.info, audio=source.audio, crf=config.crf, preset=config.preset,
+                                           h264_encoder=encoder))
     except BaseException:
         for sink in sinks:
             sink.close()

@@ -46,6 +46,7 @@ class RunConfig:
     # encoder
     crf: int = 23
     preset: str | None = None  # None: veryfast for files, ultrafast for live sources
+    encoder: str = "auto"  # H.264: auto (NVENC when the model is on a GPU that has it), libx264, nvenc
     # camera capture
     camera_size: str | None = None  # "1280x720"; None keeps the camera's default
     camera_fps: float | None = None
@@ -60,6 +61,7 @@ class RunConfig:
         from .cam import METHODS
         from .cam.maps import ALIGNMENTS
         from .render import COLORMAPS
+        from .sinks import ENCODERS
 
         checks = [
             (0.0 <= self.alpha <= 1.0, f"--alpha must be between 0 and 1, got {self.alpha}"),
@@ -78,7 +80,7 @@ class RunConfig:
         for kind, value, valid in [
             ("view", self.view, VIEWS), ("colormap", self.colormap, COLORMAPS),
             ("method", self.method, METHODS), ("preset", self.preset or "veryfast", PRESETS),
-            ("alignment", self.align, ALIGNMENTS),
+            ("alignment", self.align, ALIGNMENTS), ("encoder", self.encoder, ENCODERS),
         ]:
             if value not in valid:
                 raise unknown_name(kind, value, valid)

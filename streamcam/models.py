@@ -81,13 +81,17 @@ class Preprocess:
             )
         if device is not None:
             batch = batch.to(device, non_blocking=True)
-        if bgr:
-            batch = batch.flip(-1)  # on the device, after the upload
-        # Resize in float (antialiased when shrinking) and normalise in one fused multiply-add.
-        images = batch.permute(0, 3, 1, 2).float()
+        images = batch.permute(0, 3, 1, 2)  # (B,3,H,W), channels-last in memory
         size = self.input_size(*images.shape[-2:])
         if size != tuple(images.shape[-2:]):
+            # Antialiased bilinear (shrinking a frame). On a CPU in uint8, which torch vectorises:
+            # 1 ms for a 720p frame instead of 11 ms in float.
+            if images.device.type != "cpu":
+                images = images.float()
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+        images = images.float()
+        if bgr:
+            images = images.flip(1)  # after the resize: fewer pixels
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         return (images / 255.0 - mean) / std

@@ -141,8 +141,7 @@ class AVSource(Source):
         self._close_requested = False
 
     def _attach(self, container: av.container.InputContainer) -> None:
-        if av.logging.get_level() is None:  # PyAV drops FFmpeg's log by default; damage is counted from it
-            av.logging.set_level(av.logging.ERROR)
+        keep_ffmpeg_errors()  # damage is counted from them
         self.container = container
         if not container.streams.video:
             container.close()
@@ -183,6 +182,7 @@ class AVSource(Source):
         origin_pts = round(self.origin / time_base) if time_base else 0
         step = round(1 / (self.info.fps * time_base)) if self.info.fps and time_base else 1  # one frame
         index, shift, last_pts = first_index, 0, None
+        decoder = self.stream.codec_context.name
         try:
             for packet in self.container.demux(streams):
                 if self.audio and packet.stream is self.audio.stream:
@@ -190,14 +190,15 @@ class AVSource(Source):
                         self.audio.packets.put(packet)
                     continue
                 # Damage shows as a flag from the demuxer, an exception, or (concealed errors) only as
-                # FFmpeg's error log while the packet decodes.
-                with av.logging.Capture() as decoder_log:
+                # the decoder's error log while the packet decodes. Slice threads log from FFmpeg's own
+                # threads, so the capture is global, filtered by the decoder's name.
+                with av.logging.Capture(local=False) as ffmpeg_log:
                     try:
                         decoded = packet.decode()
                     except av.error.InvalidDataError:
                         decoded = []
-                        decoder_log.append((av.logging.ERROR, "", "invalid data"))
-                if packet.is_corrupt or any(level <= av.logging.ERROR for level, _, _ in decoder_log):
+                        ffmpeg_log.append((av.logging.ERROR, decoder, "invalid data"))
+                if packet.is_corrupt or any(level <= av.logging.ERROR and name == decoder for level, name, _ in ffmpeg_log):
                     self.damaged_packets += 1
                 for frame in decoded:
                     captured = time.monotonic()
@@ -277,6 +278,13 @@ def _read_image(path: Path) -> np.ndarray:
     if image is None:
         raise StreamcamError(f"cannot read image {path}")
     return image
+
+
+def keep_ffmpeg_errors() -> None:
+    """PyAV drops FFmpeg's log by default; keep its errors, which say what went wrong (captured with
+    av.logging.Capture, else logged as "libav.*", which the CLI shows with --debug)."""
+    if av.logging.get_level() is None:
+        av.logging.set_level(av.logging.ERROR)
 
 
 def _missing_seconds(container: av.container.InputContainer, stream, decoded_until: float) -> float:

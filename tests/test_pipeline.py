@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch
 
 from media import probe, write_clip
 from streamcam import api
@@ -198,3 +199,25 @@ def test_a_failing_stage_ends_the_run_cleanly_and_the_output_still_plays(tmp_pat
     assert time.monotonic() - started < 30, "a dead stage must not hang the pipeline"
     written = probe(tmp_path / "out.mp4")
     assert 1 <= written["frames"] <= 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without NVENC")
+def test_nvenc_is_probed_and_falls_back_to_libx264_with_one_line(monkeypatch, caplog):
+    from streamcam import sinks
+
+    assert sinks.probe_encoder("libx264") is None
+    problem = sinks.probe_encoder("h264_nvenc")
+    assert problem  # no GPU here: the one-frame test fails, and says why
+    with caplog.at_level("WARNING", logger="streamcam"):
+        assert sinks.choose_h264_encoder("auto", on_gpu=True) == "libx264"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"NVENC cannot encode here ({problem}); encoding with libx264"]
+    with pytest.raises(StreamcamError, match="--encoder nvenc: NVENC cannot encode here"):
+        sinks.choose_h264_encoder("nvenc", on_gpu=True)
+
+    def no_probe(codec):
+        raise AssertionError("a CPU run or a forced libx264 must not probe")
+
+    monkeypatch.setattr(sinks, "probe_encoder", no_probe)
+    assert sinks.choose_h264_encoder("auto", on_gpu=False) == "libx264"
+    assert sinks.choose_h264_encoder("libx264", on_gpu=True) == "libx264"
