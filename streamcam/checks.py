@@ -263,12 +263,16 @@ def _clip_report(source: str, sink: CheckSink, thresholds: Thresholds, video: Pa
     # With a --class every frame explains that class, and how often it is also the top-1 is worth knowing.
     target = sink.rows[0]["class"] if explained_target and sink.rows else None
     summary = summarize(sink.rows, target)
+    # Annotated objects are test cases of their own: by id, else by class.
+    groups: dict[str, list[dict[str, object]]] = {}
+    for row in sink.rows:
+        if row["object"] or row["label"]:
+            groups.setdefault(str(row["object"] or row["label"]), []).append(row)
     objects = []
-    keys = sorted({row["object"] or row["label"] for row in sink.rows if row["object"] or row["label"]}, key=str)
-    for key in keys:
-        rows = [row for row in sink.rows if (row["object"] or row["label"]) == key]
+    for key in sorted(groups):
+        rows = groups[key]
         label = rows[0]["label"]
-        name = f"object {key}" + (f" ({label})" if label and label != key else "") if rows[0]["object"] else str(key)
+        name = (f"object {key}" + (f" ({label})" if label else "")) if rows[0]["object"] else key
         object_summary = summarize(rows, target)
         objects.append({"name": name, "summary": object_summary, "failures": thresholds.failures(object_summary)})
     return ClipReport(source, sink.rows, summary, thresholds.failures(summary), objects,

@@ -85,9 +85,8 @@ class MaskImage(RegionSpec):
 
 
 class Annotations(RegionSpec):
-    def __init__(self, objects: dict[int, list[tuple[Box, str | None, str | None]]], description: str):
+    def __init__(self, objects: dict[int, list[tuple[Box, str | None, str | None]]]):
         self.objects = objects
-        self.description = description
 
     def regions(self, frame_index: int, width: int, height: int) -> list[Region]:
         return [Region(region_mask((height, width), box), box, label, object_id)
@@ -106,7 +105,7 @@ class Annotations(RegionSpec):
             objects.setdefault(frame, []).append((box, label, object_id))
         if not objects:
             raise StreamcamError(f"the annotations {path} have no boxes")
-        return cls(objects, str(path))
+        return cls(objects)
 
 
 def _read_json(path: Path) -> list[tuple[int, Box, str | None, str | None]]:
