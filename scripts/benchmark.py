@@ -224,9 +224,9 @@ def main() -> None:
     notes.append(f"live: {live['frames']} frames shown, {live['dropped']} stale frames dropped (newest frame wins)")
     table = benchlib.markdown_table(["clip", "pipeline", "FPS", "× naive", "× transcode", "peak RSS MB"], rows)
     stages = benchlib.markdown_table(["clip", "model", "decode ms", "explain ms", "render ms", "write ms"], stage_rows)
-    text = f"Steady-state FPS (first {WARMUP_FRAMES} frames excluded), median of {args.repeats} round-robin run(s) per case "
-        "(the faster of two).\n\n{table}\n\nstreamcam time per frame in each stage (stages run in parallel threads):\n\n{stages}\n\n" + \
-        "\n".join(f"- {note}" for note in notes)
+    text = (f"Steady-state FPS (first {WARMUP_FRAMES} frames excluded), median of {args.repeats} round-robin run(s) "
+            f"per case (of an even count, the faster middle one).\n\n{table}\n\nstreamcam time per frame in each stage (stages run in "
+            f"parallel threads):\n\n{stages}\n\n" + "\n".join(f"- {note}" for note in notes))
     print(text)
     if not args.no_record:
         import torch
