@@ -3,6 +3,11 @@
     scripts/with-env python scripts/benchmark.py                  # CPU; writes docs/benchmarks.md
     scripts/with-env python scripts/benchmark.py --device cuda    # GPU
 
+On a lent GPU machine, which has torch but neither PyAV nor pytorch-grad-cam: run `scripts/gpu-wheels`
+here, carry `.whl` with the device tool, and there run
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+    PYTHONPATH=/tmp/site:$PWD python3 scripts/benchmark.py --device cuda
+
 It generates a 720p and a 1080p H.264 clip (moving test pattern) and measures on each, with the same
 encoder settings (libx264, veryfast, CRF 23):
 
@@ -120,7 +125,7 @@ def case_naive(clip: str, output: str, device: str, model_name: str = "resnet18"
 
 
 def case_streamcam(clip: str, output: str, device: str, model_name: str = "resnet18", max_frames: int | None = None,
-                   seconds: float | None = None) -> dict:
+                   seconds: float | None = None, decoder: str = "auto") -> dict:
     from streamcam.api import run
     from streamcam.config import RunConfig
 
@@ -131,7 +136,8 @@ def case_streamcam(clip: str, output: str, device: str, model_name: str = "resne
             pipeline.stop("benchmark time is up")
 
     config = RunConfig(source=clip, output=Path(output), model=model_name, weights="none", input_size=168,
-                       device=device, preset=ENCODER["preset"], crf=int(ENCODER["crf"]), max_frames=max_frames)
+                       device=device, preset=ENCODER["preset"], crf=int(ENCODER["crf"]), max_frames=max_frames,
+                       decoder=decoder, encoder="libx264")  # the other cases' encoder, even where NVENC exists
     result = run(config, on_tick=on_tick, handle_signals=False)
     stats = result.stats
     steady = sorted(stats.latencies[WARMUP_FRAMES:])
@@ -172,67 +178,86 @@ def main_case(name: str, kwargs: dict) -> None:
     print(json.dumps(result))
 
 
+def clip_size(name: str) -> tuple[int, int]:
+    """720p, 1080p or WIDTHxHEIGHT."""
+    if name in SIZES:
+        return SIZES[name]
+    width, height = (int(part) for part in name.split("x"))
+    return width, height
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--decoder", default="auto", help="streamcam's --decoder: auto, software or nvdec (default auto)")
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--sizes", default="720p,1080p")
+    parser.add_argument("--sizes", default="720p,1080p", help="clips: 720p, 1080p or WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--models", default="resnet18,resnet50")
+    parser.add_argument("--live-size", default="1280x720")
     parser.add_argument("--live-seconds", type=float, default=20)
     parser.add_argument("--repeats", type=int, default=1, help="round-robin runs of every case; medians are reported")
-    parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--no-record", action="store_true", help="print the tables only; leave docs/benchmarks.md alone")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         return main_case(args.case, json.loads(args.kwargs))
 
+    on_gpu = args.device.startswith("cuda")
+    memory = ["peak RSS MB"] + (["peak GPU MB"] if on_gpu else [])
+
+    def memory_cells(result: dict) -> list[str]:
+        return [f"{result['rss_mb']:.0f}"] + ([f"{result.get('gpu_mb', 0):.0f}"] if on_gpu else [])
+
     rows, stage_rows, notes = [], [], []
+    models = args.models.split(",")
     with tempfile.TemporaryDirectory(prefix="streamcam-bench-") as folder:
         for size_name in args.sizes.split(","):
             clip = str(Path(folder) / f"{size_name}.mp4")
-            make_clip(Path(clip), SIZES[size_name], args.frames)
-            out = str(Path(folder) / "out.mp4")
-            common = {"clip": clip, "output": out, "device": args.device}
+            make_clip(Path(clip), clip_size(size_name), args.frames)
+            common = {"clip": clip, "output": str(Path(folder) / "out.mp4"), "device": args.device}
+            streamcam_options = dict(common, decoder=args.decoder)
             # The cases run round-robin `--repeats` times and each reports its median: this VM's speed
             # drifts by ±20 % over minutes, and drift then hits every case alike.
-            models = args.models.split(",")
             runs: dict[str, list[dict]] = {name: [] for name in ["transcode", "naive", *models]}
             for _ in range(args.repeats):
                 runs["transcode"].append(run_case("transcode", **common))
                 runs["naive"].append(run_case("naive", **common))
                 for model in models:
-                    runs[model].append(run_case("streamcam", **common, model_name=model))
+                    runs[model].append(run_case("streamcam", **streamcam_options, model_name=model))
                 print(size_name, {name: round(results[-1]["fps"], 1) for name, results in runs.items()}, flush=True)
             transcode, naive = median_run(runs["transcode"]), median_run(runs["naive"])
-            rows.append([size_name, "bare transcode (codec ceiling)", f"{transcode['fps']:.1f}", "", "", f"{transcode['rss_mb']:.0f}"])
+            rows.append([size_name, "bare transcode (codec ceiling)", f"{transcode['fps']:.1f}", "", "", *memory_cells(transcode)])
             rows.append([size_name, "naive pytorch-grad-cam loop, ResNet-18", f"{naive['fps']:.1f}", "1.00×",
-                         f"{naive['fps'] / transcode['fps']:.2f}×", f"{naive['rss_mb']:.0f}"])
+                         f"{naive['fps'] / transcode['fps']:.2f}×", *memory_cells(naive)])
             for model in models:
                 result = median_run(runs[model])
                 rows.append([size_name, f"streamcam, {model}", f"{result['fps']:.1f}", f"{result['fps'] / naive['fps']:.2f}×",
-                             f"{result['fps'] / transcode['fps']:.2f}×", f"{result['rss_mb']:.0f}"])
+                             f"{result['fps'] / transcode['fps']:.2f}×", *memory_cells(result)])
                 stage_rows.append([size_name, model] + [f"{ms:.1f}" for ms in result["stages"].values()])
-            half = run_case("streamcam", **common, model_name="resnet18", max_frames=args.frames // 2)
-            notes.append(f"{size_name} peak RSS, streamcam ResNet-18: {half['rss_mb']:.0f} MB after {args.frames // 2} frames, "
-                         f"{runs['resnet18'][-1]['rss_mb']:.0f} MB after {args.frames}: memory does not grow with the clip")
-        live = run_case("streamcam", clip="lavfi:testsrc2=size=1280x720:rate=30,realtime",
-                        output=str(Path(folder) / "live.mp4"), device=args.device, model_name="resnet18",
+            half = run_case("streamcam", **streamcam_options, model_name=models[0], max_frames=args.frames // 2)
+            full = runs[models[0]][-1]["rss_mb"]
+            growth = "does not grow" if full < 1.05 * half["rss_mb"] else f"GREW by {full - half['rss_mb']:.0f} MB"
+            notes.append(f"{size_name} peak RSS, streamcam {models[0]}: {half['rss_mb']:.0f} MB after {args.frames // 2} "
+                         f"frames, {full:.0f} MB after {args.frames}: memory {growth} with the clip's length")
+        width, height = clip_size(args.live_size)
+        live = run_case("streamcam", clip=f"lavfi:testsrc2=size={width}x{height}:rate=30,realtime",
+                        output=str(Path(folder) / "live.mp4"), device=args.device, model_name=models[0],
                         seconds=args.live_seconds)
-    rows.append(["720p30 live", "streamcam, ResNet-18: latency capture → rendered frame",
-                 f"{live['fps']:.1f}", f"p50 {live['p50_ms']:.0f} ms", f"p95 {live['p95_ms']:.0f} ms", f"{live['rss_mb']:.0f}"])
+    rows.append([f"{args.live_size} 30 fps live", f"streamcam, {models[0]}: latency capture → rendered frame",
+                 f"{live['fps']:.1f}", f"p50 {live['p50_ms']:.0f} ms", f"p95 {live['p95_ms']:.0f} ms", *memory_cells(live)])
     notes.append(f"live: {live['frames']} frames shown, {live['dropped']} stale frames dropped (newest frame wins)")
-    table = benchlib.markdown_table(["clip", "pipeline", "FPS", "× naive", "× transcode", "peak RSS MB"], rows)
+    table = benchlib.markdown_table(["clip", "pipeline", "FPS", "× naive", "× transcode", *memory], rows)
     stages = benchlib.markdown_table(["clip", "model", "decode ms", "explain ms", "render ms", "write ms"], stage_rows)
     text = (f"Steady-state FPS (first {WARMUP_FRAMES} frames excluded), median of {args.repeats} round-robin run(s) "
-            f"per case (of an even count, the faster middle one).\n\n{table}\n\nstreamcam time per frame in each stage (stages run in "
-            f"parallel threads):\n\n{stages}\n\n" + "\n".join(f"- {note}" for note in notes))
+            f"per case (of an even count, the faster middle one).\n\n{table}\n\nstreamcam time per frame in each stage "
+            f"(stages run in parallel threads):\n\n{stages}\n\n" + "\n".join(f"- {note}" for note in notes))
     print(text)
     if not args.no_record:
         import torch
 
-        benchlib.record(f"benchmark:{args.device.split(':')[0]}", f"End to end ({args.device.split(':')[0].upper()})",
-                        text, torch.device(args.device))
+        kind = args.device.split(":")[0]
+        benchlib.record(f"benchmark:{kind}", f"End to end ({kind.upper()})", text, torch.device(args.device))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ from .cam import Explainer
 from .config import RunConfig, parse_size
 from .errors import RunFailed, StreamcamError
 from .explain import FrameExplainer
-from .models import load_model
+from .models import load_model, resolve_device
 from .pipeline import Pipeline, PipelineOptions
-from .render import make_renderer
+from .render import OpenCVRenderer, TorchRenderer
 from .sinks import (IMAGE_SUFFIXES, ContactSheetSink, ImageSink, JsonlLog, Sink, VideoFileSink, Window, check_output,
                     choose_h264_encoder, display_problem)
-from .sources import ImageSource, Source, open_source
+from .sources import AVSource, ImageSource, Source, open_source
 from .stats import RunStats
 
 log = logging.getLogger("streamcam")
@@ -45,6 +45,12 @@ class RunResult:
 
 
 SinkFactory = Callable[[Source, Callable[[int], str]], list[Sink]]
+
+
+def frames_stay_on_device(device: torch.device) -> bool:
+    """The GPU path: frames are uploaded once as the decoder's YUV, rendered on the device and downloaded
+    once as the encoder's YUV. On a CPU, OpenCV's uint8 routines render faster than torch."""
+    return device.type == "cuda"
 
 
 def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
@@ -67,17 +73,26 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
         raise StreamcamError("nothing to do: give -o/--output, --log, --contact-sheet or --show")
 
     camera_size = parse_size(config.camera_size) if config.camera_size else None
+    device = resolve_device(config.device)
+    on_device = frames_stay_on_device(device)
+    if config.decoder == "nvdec" and device.type != "cuda":
+        raise StreamcamError("--decoder nvdec hands decoded frames to a model on the GPU; it needs --device cuda")
     with contextlib.ExitStack() as resources:
-        source = resources.enter_context(open_source(config.source, camera_size=camera_size, camera_fps=config.camera_fps,
-                                                              reconnect_timeout=config.reconnect_timeout))
-        loaded = load_model(config.model, config.weights, labels=config.labels, device=config.device,
+        source = resources.enter_context(open_source(
+            config.source, camera_size=camera_size, camera_fps=config.camera_fps,
+            reconnect_timeout=config.reconnect_timeout,
+            decoder=config.decoder if device.type == "cuda" else "software", gpu=device.index or 0))
+        if isinstance(source, AVSource):
+            source.keep_yuv = on_device
+        loaded = load_model(config.model, config.weights, labels=config.labels, device=device,
                             input_size=config.input_size)
         explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision, align=config.align)
         frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
                                 boxes=config.box_threshold_value() if config.boxes else None)
-        renderer = make_renderer(loaded.device, frames.class_name, view=config.view, alpha=config.alpha,
-                                 colormap=config.colormap, top_k=config.top_k)
+        renderer_type = TorchRenderer if on_device else OpenCVRenderer
+        renderer = renderer_type(frames.class_name, view=config.view, alpha=config.alpha, colormap=config.colormap,
+                                 top_k=config.top_k, **({"device": device} if on_device else {}))
         sinks = _open_sinks(config, source, frames.class_name, loaded.device)
         for sink in sinks:
             resources.callback(sink.close)

@@ -46,6 +46,7 @@ Precision = Annotated[str, typer.Option(help="auto (bf16/fp16 on CUDA, fp32 on C
 Crf = Annotated[int, typer.Option(help="Video quality: 0 (lossless) .. 51; lower is better and bigger.")]
 Preset = Annotated[Optional[str], typer.Option(help="x264 speed preset. \\[default: veryfast for files, ultrafast for live]")]
 Encoder = Annotated[str, typer.Option(help="H.264 encoder: auto (NVENC when the model runs on a GPU that has one, checked with a one-frame test; else libx264), libx264 or nvenc.")]
+Decoder = Annotated[str, typer.Option(help="Video decoding: auto (NVDEC when the model runs on a GPU and NVDEC opens; else the CPU, said in one line), software or nvdec.")]
 MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")]
 Log = Annotated[Optional[Path], typer.Option(help="Write one JSON line per frame here: classes, probabilities, heatmap peak, latency.")]
 ContactSheet = Annotated[Optional[Path], typer.Option("--contact-sheet", help="Write a PNG grid of 8 rendered frames spread over the run.")]
@@ -65,7 +66,7 @@ def _options(
     boxes: Boxes = DEFAULT.boxes, box_threshold: BoxThreshold = DEFAULT.box_threshold,
     input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
     precision: Precision = DEFAULT.precision, crf: Crf = DEFAULT.crf, preset: Preset = None,
-    encoder: Encoder = DEFAULT.encoder,
+    encoder: Encoder = DEFAULT.encoder, decoder: Decoder = DEFAULT.decoder,
     camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
     max_frames: MaxFrames = None, log: Log = None, contact_sheet: ContactSheet = None, config: Config = None,
     debug: Debug = False,

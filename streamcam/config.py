@@ -47,6 +47,7 @@ class RunConfig:
     crf: int = 23
     preset: str | None = None  # None: veryfast for files, ultrafast for live sources
     encoder: str = "auto"  # H.264: auto (NVENC when the model is on a GPU that has it), libx264, nvenc
+    decoder: str = "auto"  # video decoding: auto (NVDEC when the model is on a GPU), software, nvdec
     # camera capture
     camera_size: str | None = None  # "1280x720"; None keeps the camera's default
     camera_fps: float | None = None
@@ -62,6 +63,7 @@ class RunConfig:
         from .cam.maps import ALIGNMENTS
         from .render import COLORMAPS
         from .sinks import ENCODERS
+        from .sources import DECODERS
 
         checks = [
             (0.0 <= self.alpha <= 1.0, f"--alpha must be between 0 and 1, got {self.alpha}"),
@@ -81,6 +83,7 @@ class RunConfig:
             ("view", self.view, VIEWS), ("colormap", self.colormap, COLORMAPS),
             ("method", self.method, METHODS), ("preset", self.preset or "veryfast", PRESETS),
             ("alignment", self.align, ALIGNMENTS), ("encoder", self.encoder, ENCODERS),
+            ("decoder", self.decoder, DECODERS),
         ]:
             if value not in valid:
                 raise unknown_name(kind, value, valid)

@@ -1,15 +1,15 @@
 """The explain stage: batches of decoded frames -> heatmaps, classes and probabilities per frame.
 
-Owns the model and the compute device (one thread runs it). Frames are uploaded as uint8 and resized,
-normalised and explained on the device; only small per-frame summaries come back to the CPU here, the
-maps stay on the device for the renderer.
+Owns the model and the compute device (one thread runs it). Frames are uploaded once, as uint8 (BGR, or
+the decoder's I420 planes), and resized, converted, normalised and explained on the device; only small
+per-frame summaries come back to the CPU here. The maps and the uploaded frames stay on the device for
+the renderer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .cam import Explainer
@@ -17,11 +17,14 @@ from .errors import StreamcamError, unknown_name
 from .metrics import Box, boxes_from_map
 from .models import LoadedModel
 from .sources import Frame
+from .transfer import upload
+from .yuv import I420
 
 
 @dataclass
 class ExplainedFrame:
     frame: Frame
+    pixels: torch.Tensor  # the frame on the compute device: (H,W,3) BGR or (H*3/2,W) I420 uint8
     maps: torch.Tensor  # (K,h,w) float32 in [0,1] at model-input resolution, on the compute device
     classes: list[int]  # the K explained classes
     probabilities: list[float]  # their probabilities
@@ -66,34 +69,40 @@ class FrameExplainer:
         return names.index(target)
 
     def __call__(self, frames: list[Frame]) -> list[ExplainedFrame]:
-        """Explain frames in order. Consecutive frames of the same size share one forward pass."""
+        """Explain frames in order. Consecutive frames of the same size and format share one forward pass."""
         results: list[ExplainedFrame] = []
         start = 0
         while start < len(frames):
             end = start + 1
-            while end < len(frames) and frames[end].image.shape == frames[start].image.shape:
+            while end < len(frames) and frames[end].layout == frames[start].layout:
                 end += 1
             results += self._explain_batch(frames[start:end])
             start = end
         return results
 
     def _explain_batch(self, frames: list[Frame]) -> list[ExplainedFrame]:
-        images = torch.from_numpy(np.stack([frame.image for frame in frames]))
-        x = self.loaded.preprocess(images, device=self.device, bgr=True)
+        first = frames[0].image
+        if isinstance(first, I420):
+            pixels = upload([frame.image.data for frame in frames], self.device)
+            x = self.loaded.preprocess.i420(pixels, first.matrix)
+        else:
+            pixels = upload([frame.image for frame in frames], self.device)
+            x = self.loaded.preprocess(pixels, bgr=True)
         k = self.top_k if self.grid else None
         result = self.explainer(x, self.target, topk=k)
         maps = result.maps if k else result.maps[:, None]
         targets = result.targets if k else result.targets[:, None]
         maps = self._smoothed(maps, targets)
 
-        # One transfer for everything the CPU needs: probabilities, top-k and each frame's peak.
+        # One transfer for everything the CPU needs: probabilities, top-k and each frame's peak. It waits
+        # for the maps, so what is handed to the renderer (on another CUDA stream) is complete.
         probabilities = result.probabilities
         top = probabilities.topk(min(self.top_k, probabilities.shape[1]), dim=1)
         peaks = maps[:, 0].flatten(1).argmax(dim=1)
         host = [t.cpu() for t in (targets, probabilities.gather(1, targets), top.indices, top.values, peaks)]
         targets_cpu, target_probs, top_indices, top_values, peaks_cpu = host
 
-        height, width = frames[0].image.shape[:2]
+        height, width = frames[0].shape
         map_height, map_width = maps.shape[-2:]
         host_maps = maps[:, 0].float().cpu().numpy() if self.boxes is not None else None
         explained = []
@@ -105,7 +114,7 @@ class FrameExplainer:
                 sx, sy = width / map_width, height / map_height
                 boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in boxes_from_map(host_maps[i], self.boxes)]
             explained.append(ExplainedFrame(
-                frame, maps[i], targets_cpu[i].tolist(), target_probs[i].tolist(),
+                frame, pixels[i], maps[i], targets_cpu[i].tolist(), target_probs[i].tolist(),
                 list(zip(top_indices[i].tolist(), top_values[i].tolist())), peak, boxes,
             ))
         return explained

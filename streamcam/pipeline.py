@@ -157,7 +157,7 @@ class Pipeline:
         try:
             item = self.display.get(timeout=0.005)
             if item is not _END:
-                self.window.show(item.image)
+                self.window.show(item.bgr())
         except queue.Empty:
             if self.source.stalled_since is not None:
                 self.window.show_stalled(time.monotonic() - self.source.stalled_since)

@@ -33,6 +33,7 @@ from .errors import RunFailed, StreamcamError
 from .explain import ExplainedFrame
 from .render import draw_text_box
 from .sources import IMAGE_SUFFIXES, AudioTrack, VideoInfo, keep_ffmpeg_errors
+from .yuv import AVCOL_SPC, I420
 
 log = logging.getLogger("streamcam")
 
@@ -85,7 +86,10 @@ def choose_h264_encoder(requested: str, on_gpu: bool) -> str:
 @dataclass
 class RenderedFrame:
     explained: ExplainedFrame
-    image: np.ndarray  # BGR uint8, the picture to show or write
+    image: np.ndarray | I420  # the picture to show or write: BGR uint8, or I420 from the device renderer
+
+    def bgr(self) -> np.ndarray:
+        return self.image.bgr() if isinstance(self.image, I420) else self.image
 
 
 class Sink(ABC):
@@ -151,6 +155,7 @@ class VideoFileSink(Sink):
         self.stream = None
         self.audio_stream = None
         self.size: tuple[int, int] | None = None  # (width, height) fixed by the first frame, made even
+        self.matrix = "bt601"  # of the output's YUV: the first frame's
         self.last_pts: int | None = None
         self.last_time = 0.0
         self.pending_audio: av.Packet | None = None
@@ -166,11 +171,10 @@ class VideoFileSink(Sink):
     def _write(self, rendered: RenderedFrame) -> None:
         image = rendered.image
         if self.container is None:
-            self._open(image.shape[1], image.shape[0])
-        image = self._fit(image, rendered.explained.frame.index)
-        # OpenCV's SIMD conversion to the encoder's yuv420p (BT.601, limited range, as swscale would) is
-        # ten times faster than swscale's; the frame then wraps that buffer without a copy.
-        frame = av.VideoFrame.from_numpy_buffer(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+            self._open(image.shape[1], image.shape[0], image.matrix if isinstance(image, I420) else "bt601")
+        if not (isinstance(image, I420) and image.shape == self.size[::-1] and image.matrix == self.matrix):
+            image = self._to_i420(self._fit(rendered.bgr(), rendered.explained.frame.index))
+        frame = av.VideoFrame.from_numpy_buffer(image.data, format="yuv420p")  # wraps the planes, no copy
         source_frame = rendered.explained.frame
         # Timestamps must rise strictly for the encoder; a broken source could repeat one.
         pts = source_frame.pts if self.last_pts is None else max(source_frame.pts, self.last_pts + 1)
@@ -212,8 +216,9 @@ class VideoFileSink(Sink):
             raise RunFailed(f"disk full: stopped writing {self.path} after {self.frames_written} frames; what was "
                             "written plays (up to its last second)") from None
 
-    def _open(self, width: int, height: int) -> None:
+    def _open(self, width: int, height: int, matrix: str) -> None:
         self.size = (width + width % 2, height + height % 2)  # yuv420p needs even sizes
+        self.matrix = matrix
         options = dict(FRAGMENTED_MP4) if self.path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
         try:
             self.container = av.open(str(self.path), "w", options=options)
@@ -223,6 +228,7 @@ class VideoFileSink(Sink):
         stream = self.container.add_stream(self.codec, rate=rate, options=self._codec_options(rate))
         stream.width, stream.height = self.size
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.colorspace = AVCOL_SPC[matrix]  # players then convert with the right matrix
         # Reuse the source's time base so its timestamps survive exactly (VFR, 29.97, ...).
         stream.time_base = stream.codec_context.time_base = self.info.time_base
         self.stream = stream
@@ -245,6 +251,13 @@ class VideoFileSink(Sink):
         if self.info.live:
             options["g"] = str(max(1, round(2 * float(rate))))  # a keyframe, hence a fragment, every 2 s
         return options
+
+    def _to_i420(self, bgr: np.ndarray) -> I420:
+        """A BGR picture in the output's YUV."""
+        if self.matrix == "bt601":  # OpenCV's SIMD conversion: ten times faster than swscale's
+            return I420(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420))
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p", dst_colorspace="itu709")
+        return I420(frame.to_ndarray(), self.matrix)
 
     def _fit(self, image: np.ndarray, index: int) -> np.ndarray:
         """Make a frame the output's size: pad odd sizes by one edge pixel; letterbox other sizes (the
@@ -326,7 +339,7 @@ class ImageSink(Sink):
 
     def write(self, rendered: RenderedFrame) -> None:
         path = self.target if self.single_file else self.target / self._name(rendered.explained.frame)
-        if not cv2.imwrite(str(path), rendered.image):
+        if not cv2.imwrite(str(path), rendered.bgr()):
             raise StreamcamError(f"cannot write {path}")
 
     @staticmethod
@@ -351,7 +364,7 @@ class ContactSheetSink(Sink):
         frame = rendered.explained.frame
         if frame.index % self.stride:
             return
-        image = rendered.image
+        image = rendered.bgr()
         height = max(2, round(image.shape[0] * self.width / image.shape[1]))
         self.kept.append((frame.index, frame.time, cv2.resize(image, (self.width, height), interpolation=cv2.INTER_AREA)))
         if len(self.kept) >= 2 * self.count:

@@ -1,12 +1,16 @@
 """Where frames come from: video files, image folders, stream URLs, cameras and lavfi graphs.
 
-`open_source(spec)` decides from the spec; every source yields BGR uint8 frames with their timestamps
-and knows whether it is live (drop stale frames, never build latency) or finite (drop nothing).
+`open_source(spec)` decides from the spec; every source yields uint8 frames with their timestamps and
+knows whether it is live (drop stale frames, never build latency) or finite (drop nothing). Frames are
+BGR, or, when the pipeline computes on a GPU (`AVSource.keep_yuv`), the decoder's own yuv420p planes
+(I420), which the GPU converts: on the CPU that skips swscale, and with NVDEC (`decoder="nvdec"`) the
+frames never leave the GPU.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import platform
@@ -24,8 +28,11 @@ import av
 import av.logging
 import cv2
 import numpy as np
+import torch
+from av.codec.hwaccel import HWAccel
 
 from .errors import RunFailed, StreamcamError
+from .yuv import I420, nv12_to_i420, yuv_matrix
 
 log = logging.getLogger("streamcam")
 
@@ -36,12 +43,15 @@ LIVE_OPTIONS = {"fflags": "nobuffer", "flags": "low_delay"}
 OPEN_TIMEOUT = (5.0, 5.0)  # seconds to open, and to wait for data while reading
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between reconnection attempts, then every 4 s
 LIVE_TIME_BASE = Fraction(1, 1000)  # live timestamps: milliseconds on the capture clock
+DECODERS = ("auto", "software", "nvdec")
+# Codecs NVIDIA's NVDEC decodes (the common ones; FFmpeg falls back to software for a profile it cannot).
+NVDEC_CODECS = {"h264", "hevc", "vp9", "av1", "mpeg2video", "mpeg4", "vc1", "vp8", "mjpeg"}
 
 
 @dataclass
 class Frame:
     index: int  # 0-based position among the frames this source delivered
-    image: np.ndarray  # (H,W,3) uint8 BGR
+    image: np.ndarray | I420  # (H,W,3) uint8 BGR, or the decoder's planes (on the GPU after NVDEC)
     pts: int  # presentation timestamp in time_base units
     time_base: Fraction
     captured: float  # time.monotonic() when the frame left the decoder
@@ -51,6 +61,22 @@ class Frame:
     def time(self) -> float:
         """Seconds since the start of the source."""
         return float(self.pts * self.time_base)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.image.shape[:2]
+
+    @property
+    def layout(self) -> tuple:
+        """Frames with the same layout can share a batch: same size, same pixel format and matrix."""
+        if isinstance(self.image, I420):
+            return "i420", self.image.matrix, self.shape, isinstance(self.image.data, torch.Tensor)
+        return "bgr", self.shape
+
+    def bgr(self) -> np.ndarray:
+        """The frame as a (H,W,3) BGR uint8 array on the host."""
+        return self.image.bgr() if isinstance(self.image, I420) else self.image
 
 
 @dataclass(frozen=True)
@@ -119,6 +145,7 @@ class AVSource(Source):
         self.live = live
         self.reopen = reopen
         self.reconnect_timeout = reconnect_timeout
+        self.keep_yuv = False  # yield yuv420p frames as I420 planes instead of converting them to BGR
         self._attach(container)
         # Timestamps start at zero: the container's start time is subtracted from video and audio alike.
         start = container.start_time  # microseconds, None when unknown
@@ -210,8 +237,7 @@ class AVSource(Source):
                             shift += last_pts + step - pts
                             pts = last_pts + step
                         last_pts = pts
-                    image = frame.to_ndarray(format="bgr24", threads=1)  # multithreaded swscale is slower here
-                    yield Frame(index, image, pts, self.info.time_base, captured)
+                    yield Frame(index, self._image(frame), pts, self.info.time_base, captured)
                     index += 1
         except av.error.FFmpegError as error:
             if self.reopen is not None:  # a dropped stream or camera: the caller reconnects
@@ -223,6 +249,13 @@ class AVSource(Source):
                 log.debug("demuxing %s stopped: %s", self.description, error)
         if not self.live and last_pts is not None:
             self.missing_seconds = _missing_seconds(self.container, self.stream, float((last_pts + step) * time_base))
+
+    def _image(self, frame: av.VideoFrame) -> np.ndarray | I420:
+        if frame.format.name == "cuda":  # NVDEC, kept on the GPU: its NV12 planes, shared through DLPack
+            return _from_nvdec(frame)
+        if self.keep_yuv and frame.format.name == "yuv420p" and (matrix := yuv_matrix(frame)):
+            return I420(frame.to_ndarray(), matrix)
+        return frame.to_ndarray(format="bgr24", threads=1)  # multithreaded swscale is slower here
 
     def _live_pts(self, captured: float) -> int:
         """Milliseconds on the capture clock since the first frame: a stall becomes a gap in the video."""
@@ -273,6 +306,20 @@ class ImageSource(Source):
             yield Frame(index, _read_image(path), index, Fraction(1), time.monotonic(), name=path.name)
 
 
+def _from_nvdec(frame: av.VideoFrame) -> I420:
+    """A hardware frame, copied on the GPU into an I420 buffer of our own at once: FFmpeg's pool of
+    decoder surfaces is small, and holding its frames would stall the decoder."""
+    matrix = yuv_matrix(frame)
+    if matrix is None or frame.sw_format.name not in ("nv12", "p010le"):
+        raise StreamcamError(f"NVDEC decodes this video to {frame.sw_format.name} ({frame.width}x{frame.height}, "
+                             f"colour space {frame.colorspace}), which streamcam does not take on the GPU; "
+                             "use --decoder software")
+    # FFmpeg copies decoded surfaces on CUDA's legacy default stream, which torch's current stream is in
+    # this thread, so the copy below runs after the decoder's.
+    y, uv = torch.from_dlpack(frame.planes[0]), torch.from_dlpack(frame.planes[1])
+    return I420(nv12_to_i420(y, uv), matrix)
+
+
 def _read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -316,6 +363,8 @@ def open_source(
     camera_fps: float | None = None,
     with_audio: bool = True,
     reconnect_timeout: float = 30.0,
+    decoder: str = "software",
+    gpu: int = 0,
 ) -> Source:
     """Open a source from what the user typed:
 
@@ -325,7 +374,9 @@ def open_source(
     - `rtsp://...`, `http(s)://...`, ... a stream;
     - a folder of images, an image, or a video file.
 
-    Live streams and cameras that drop are reopened for up to `reconnect_timeout` seconds.
+    Live streams and cameras that drop are reopened for up to `reconnect_timeout` seconds. Files and
+    streams are decoded by NVDEC on CUDA device `gpu` with `decoder` "nvdec", and with "auto" when it
+    works here (else on the CPU, said in one line).
     """
     if spec.startswith("lavfi:"):
         graph = spec[len("lavfi:"):]
@@ -339,7 +390,7 @@ def open_source(
         name = scheme.group(1).lower()
         options = dict(LIVE_OPTIONS, **({"rtsp_transport": "tcp"} if name.startswith("rtsp") else {}))
         def reopen() -> av.container.InputContainer:
-            return _open(spec, f"stream {spec}", options=options, timeout=OPEN_TIMEOUT)
+            return _open_decoding(spec, f"stream {spec}", decoder, gpu, options=options, timeout=OPEN_TIMEOUT)
 
         container = reopen()
         # An http(s) URL may be a file (it has a duration) or a live stream (HLS live, MJPEG: no duration).
@@ -358,7 +409,7 @@ def open_source(
         return ImageSource([path], str(path))
     if path.stat().st_size == 0:
         raise StreamcamError(f"{spec} is empty")
-    return AVSource(_open(spec, spec), spec, False, with_audio)
+    return AVSource(_open_decoding(spec, spec, decoder, gpu), spec, False, with_audio)
 
 
 def open_camera(spec: str, size: tuple[int, int] | None, fps: float | None, reconnect_timeout: float = 30.0) -> AVSource:
@@ -381,6 +432,30 @@ def open_camera(spec: str, size: tuple[int, int] | None, fps: float | None, reco
 
     return AVSource(reopen(), f"camera {spec}", live=True, with_audio=False, reopen=reopen,
                     reconnect_timeout=reconnect_timeout)
+
+
+def _open_decoding(file: str, description: str, decoder: str, gpu: int, **kwargs: object) -> av.container.InputContainer:
+    """Open a file or stream whose video `decoder` decodes: "software", "nvdec", or "auto" (NVDEC when
+    it can be opened here). Codecs NVDEC lacks fall back to software decoding inside FFmpeg."""
+    if decoder == "software":
+        return _open(file, description, **kwargs)
+    nvdec = HWAccel("cuda", device=str(gpu), allow_software_fallback=True, is_hw_owned=True)
+    try:
+        return av.open(file, hwaccel=nvdec, **kwargs)
+    except av.error.FFmpegError as error:
+        reason = error.strerror or type(error).__name__
+    container = _open(file, description, **kwargs)  # a file that cannot be opened at all fails here, clearly
+    if decoder == "nvdec":
+        container.close()
+        raise StreamcamError(f"--decoder nvdec: NVDEC cannot decode {description} here ({reason}); "
+                             "use --decoder software or auto")
+    _warn_once(f"NVDEC cannot decode here ({reason}); decoding on the CPU")
+    return container
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 def _open(file: str, description: str, **kwargs: object) -> av.container.InputContainer:

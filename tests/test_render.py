@@ -4,38 +4,69 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from media import moving_square
 from streamcam.explain import ExplainedFrame
-from streamcam.render import OpenCVRenderer, TorchRenderer, colormap_lut, overlay
+from streamcam.render import OpenCVRenderer, TorchRenderer, colormap_lut, draw_boxes, draw_text_box, overlay
 from streamcam.sources import Frame
+from streamcam.yuv import I420
 
 
-def explained(width=320, height=180, maps=1):
-    image = np.ascontiguousarray(moving_square(3, width, height)[..., ::-1])
+def explained(width=320, height=180, maps=1, i420=False, matrix="bt601"):
+    """A frame (BGR, or the I420 planes a decoder gives) with `maps` Gaussian heatmaps."""
+    bgr = np.ascontiguousarray(moving_square(3, width, height)[..., ::-1])
+    image = I420(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), matrix) if i420 else bgr
     ys, xs = torch.meshgrid(torch.linspace(0, 1, 45), torch.linspace(0, 1, 80), indexing="ij")
     heat = torch.stack([torch.exp(-((xs - 0.3 * (k + 1)) ** 2 + (ys - 0.5) ** 2) * 8) for k in range(maps)])
     frame = Frame(0, image, 0, Fraction(1, 30), 0.0)
+    pixels = torch.from_numpy(image.data if i420 else image)
     top = [(7, 0.6), (3, 0.3), (1, 0.05)][:maps]
-    return ExplainedFrame(frame, heat, [c for c, _ in top], [p for _, p in top], top, (96, 90))
+    return ExplainedFrame(frame, pixels, heat, [c for c, _ in top], [p for _, p in top], top, (96, 90))
 
 
 def name(index):
     return f"class {index}"
 
 
-@pytest.mark.parametrize("view, size", [("overlay", (180, 320)), ("side", (180, 640)), ("grid", (180, 640))])
-def test_torch_and_opencv_renderers_agree(view, size):
-    item = explained(maps=2 if view == "grid" else 1)
+def as_encoded(image):
+    """What a player shows of a picture: BGR through the encoder's I420 (OpenCV's pictures are BGR)."""
+    return (image if isinstance(image, I420) else I420(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420))).bgr()
+
+
+@pytest.mark.parametrize("view, maps, size", [("overlay", 1, (180, 320)), ("side", 1, (180, 640)),
+                                              ("grid", 2, (180, 640)), ("grid", 3, (180, 320))])
+@pytest.mark.parametrize("i420", [False, True], ids=["bgr", "i420"])
+def test_device_renderer_draws_what_the_opencv_renderer_draws(view, maps, size, i420):
+    """The GPU path (torch, in YUV 4:2:0; run here on the CPU) against the CPU path (OpenCV, in BGR),
+    compared as a player sees them, after the encoder's conversion to I420."""
+    item = explained(maps=maps, i420=i420)
     options = {"view": view, "alpha": 0.5, "colormap": "turbo", "top_k": 2}
     cv_image = OpenCVRenderer(name, **options).render(item, fps=29.97)
     torch_image = TorchRenderer(name, torch.device("cpu"), **options).render(item, fps=29.97)
-    assert cv_image.shape == torch_image.shape == (*size, 3) and cv_image.dtype == np.uint8
-    difference = np.abs(cv_image.astype(int) - torch_image.astype(int))
-    assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 4
+    assert isinstance(cv_image, np.ndarray) and isinstance(torch_image, I420)
+    assert cv_image.shape[:2] == torch_image.shape == size
+    difference = np.abs(as_encoded(cv_image).astype(int) - as_encoded(torch_image).astype(int))
+    assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 8
+
+
+def test_device_renderer_keeps_the_frames_colours_exactly_where_alpha_is_zero():
+    """Blending in YUV passes the decoder's planes through untouched: no colour conversion round trip."""
+    item = explained(i420=True, matrix="bt709")
+    picture = TorchRenderer(name, torch.device("cpu"), alpha=0.0).render(item)
+    assert picture.matrix == "bt709"
+    below_label = np.s_[60:, :]
+    source_y, picture_y = item.frame.image.planes()[0], picture.planes()[0]
+    assert np.array_equal(picture_y[below_label], source_y[below_label])
+
+
+def test_odd_sized_frames_are_rendered_on_the_host_at_their_size():
+    item = explained(width=161, height=91)
+    picture = TorchRenderer(name, torch.device("cpu")).render(item)
+    assert isinstance(picture, np.ndarray) and picture.shape == (91, 161, 3)
 
 
 def test_overlay_colours_follow_the_map():
@@ -49,7 +80,7 @@ def test_overlay_colours_follow_the_map():
 
 def test_labels_are_drawn_legibly_in_the_corners():
     item = explained()
-    plain = OpenCVRenderer(name, alpha=0.5).overlays(item.frame.image, item.maps)[0]
+    plain = OpenCVRenderer(name, alpha=0.5).overlays(item)[0]
     labelled = OpenCVRenderer(name, alpha=0.5, top_k=3).render(item, fps=12.5)
     top_left, top_right, bottom = (np.s_[:20, :40], np.s_[:20, -40:], np.s_[-40:, :])
     assert not np.array_equal(labelled[top_left], plain[top_left])  # class label
@@ -70,3 +101,14 @@ def test_label_names_the_explained_class_once():
     assert OpenCVRenderer(name, top_k=2)._label_lines(item) == ["1. class 7 60%", "2. class 3 30%"]
     item.classes, item.probabilities = [9], [0.02]  # a --target outside the top-k
     assert OpenCVRenderer(name, top_k=2)._label_lines(item)[0] == "map: class 9 2.0%"
+
+
+def test_text_and_boxes_look_alike_on_bgr_and_i420_pictures():
+    bgr = np.full((120, 200, 3), (40, 160, 90), np.uint8)
+    planar = I420(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420))
+    for picture in (bgr, planar):
+        draw_text_box(picture, ["car 97%"])
+        draw_boxes(picture, [(100, 40, 180, 110)])
+    drawn_on_planes, drawn_in_bgr = planar.bgr().astype(int), as_encoded(bgr).astype(int)
+    assert np.abs(drawn_on_planes - drawn_in_bgr).mean() < 2
+    assert not np.array_equal(drawn_on_planes[:20, :40], as_encoded(np.full_like(bgr, (40, 160, 90)))[:20, :40])

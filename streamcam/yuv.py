@@ -1,0 +1,151 @@
+"""Planar YUV 4:2:0 pictures (FFmpeg's yuv420p, OpenCV's I420): the format decoders give and encoders take.
+
+On a GPU, frames stay in this format from the decoder to the encoder: half the bytes of RGB to move, and
+no colour conversion on the CPU. The model's input is converted on the device, heatmaps are blended in
+YUV (the blend is affine, so blending in YUV equals blending in RGB and converting), and the encoder
+takes the planes without a copy. Limited range ("TV", Y in 16..235), with the BT.601 or BT.709 matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb.
+MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+# FFmpeg's AVColorSpace values, to tag frames and streams.
+AVCOL_SPC = {"bt709": 1, "bt601": 6}
+_AVCOL_SPC_BT709, _AVCOL_SPC_UNSPECIFIED, _AVCOL_SPC_BT470BG, _AVCOL_SPC_SMPTE170M = 1, 2, 5, 6
+_AVCOL_RANGE_JPEG = 2  # full range
+
+
+def yuv_matrix(frame: av.VideoFrame) -> str | None:
+    """The matrix of a limited-range YUV frame with even sizes whose planes can be used as they are,
+    else None (full range, odd sizes, or a colour space other than BT.601/709)."""
+    if frame.width % 2 or frame.height % 2 or frame.color_range == _AVCOL_RANGE_JPEG:
+        return None
+    if frame.colorspace == _AVCOL_SPC_BT709:
+        return "bt709"
+    if frame.colorspace in (_AVCOL_SPC_UNSPECIFIED, _AVCOL_SPC_BT470BG, _AVCOL_SPC_SMPTE170M):
+        return "bt601"  # swscale's default for untagged video, as the BGR path converts it
+    return None
+
+
+@dataclass(frozen=True)
+class I420:
+    """A picture packed as one (H*3/2, W) uint8 buffer: H rows of Y, then U and V (H/2 x W/2 each).
+    `data` is a numpy array, or a torch tensor on the compute device (hardware-decoded frames)."""
+
+    data: np.ndarray | torch.Tensor
+    matrix: str = "bt601"
+
+    @property
+    def height(self) -> int:
+        return self.data.shape[0] * 2 // 3
+
+    @property
+    def width(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def planes(self) -> tuple:
+        """(Y, U, V) views of the buffer: (H,W), (H/2,W/2), (H/2,W/2)."""
+        return planes(self.data)
+
+    def bgr(self) -> np.ndarray:
+        """(H,W,3) BGR uint8 on the host, converted by swscale with this picture's matrix."""
+        data = self.data.cpu().numpy() if isinstance(self.data, torch.Tensor) else self.data
+        frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(data), format="yuv420p")
+        frame.colorspace = AVCOL_SPC[self.matrix]
+        return frame.to_ndarray(format="bgr24", threads=1)
+
+
+def planes(data):
+    """Y, U, V views of I420 buffers (..., H*3/2, W), numpy or torch: (...,H,W), (...,H/2,W/2) twice.
+    The planes follow each other in memory; a chroma plane need not fill whole rows of the buffer."""
+    height, width = data.shape[-2] * 2 // 3, data.shape[-1]
+    lead = data.shape[:-2]
+    flat = data.reshape(*lead, -1)
+    luma, chroma = height * width, height * width // 4
+    y = flat[..., :luma].reshape(*lead, height, width)
+    u = flat[..., luma:luma + chroma].reshape(*lead, height // 2, width // 2)
+    v = flat[..., luma + chroma:].reshape(*lead, height // 2, width // 2)
+    return y, u, v
+
+
+def nv12_to_i420(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """NVDEC's NV12 or P010 (Y (H,W), interleaved UV (H/2,W/2,2), rows possibly padded) -> one 8-bit
+    I420 buffer on the same device."""
+    if y.dtype != torch.uint8:  # P010: 10 bits in the high bits of 16
+        y, uv = ((plane.to(torch.int32) >> 8).to(torch.uint8) for plane in (y, uv))
+    height, width = y.shape
+    packed = torch.empty((height * 3 // 2, width), dtype=torch.uint8, device=y.device)
+    out_y, out_u, out_v = planes(packed)
+    out_y.copy_(y)
+    out_u.copy_(uv[..., 0])
+    out_v.copy_(uv[..., 1])
+    return packed
+
+
+def _rgb_to_yuv(matrix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, offset) with yuv = M @ rgb + offset, for RGB in 0..255 and limited-range YUV."""
+    kr, kb = MATRICES[matrix]
+    kg = 1 - kr - kb
+    luma = torch.tensor([kr, kg, kb], dtype=torch.float64)
+    rows = torch.stack([
+        luma * 219 / 255,
+        (torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) - luma) / (2 * (1 - kb)) * 224 / 255,
+        (torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) - luma) / (2 * (1 - kr)) * 224 / 255,
+    ])
+    return rows, torch.tensor([16.0, 128.0, 128.0], dtype=torch.float64)
+
+
+def rgb_to_yuv(rgb: torch.Tensor, matrix: str) -> torch.Tensor:
+    """(..., 3, H, W) float RGB in 0..255 -> (..., 3, H, W) float Y, U, V (not rounded)."""
+    rows, offset = _rgb_to_yuv(matrix)
+    rows, offset = rows.to(rgb.device, torch.float32), offset.to(rgb.device, torch.float32)
+    return torch.einsum("ij,...jhw->...ihw", rows, rgb) + offset[:, None, None]
+
+
+def colours_to_yuv(bgr: np.ndarray, matrix: str) -> torch.Tensor:
+    """(N,3) BGR colours (a colormap's table) -> (N,3) float Y, U, V."""
+    rgb = torch.from_numpy(np.ascontiguousarray(bgr[:, ::-1])).double()
+    rows, offset = _rgb_to_yuv(matrix)
+    return (rgb @ rows.T + offset).float()
+
+
+def colour_to_yuv(bgr: tuple[int, int, int], matrix: str) -> tuple[int, int, int]:
+    """One BGR colour -> its rounded (Y, U, V), for drawing on planes."""
+    return tuple(int(round(value)) for value in colours_to_yuv(np.array([bgr]), matrix)[0].tolist())
+
+
+def yuv_to_rgb(yuv: torch.Tensor, matrix: str) -> torch.Tensor:
+    """(..., 3, H, W) float Y, U, V (chroma at full resolution) -> (..., 3, H, W) float RGB in 0..255."""
+    rows, offset = _rgb_to_yuv(matrix)
+    inverse = torch.linalg.inv(rows).to(yuv.device, torch.float32)
+    centred = yuv - offset.to(yuv.device, torch.float32)[:, None, None]
+    return torch.einsum("ij,...jhw->...ihw", inverse, centred).clamp_(0, 255)
+
+
+def bgr_to_planes(bgr: torch.Tensor, matrix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H,W,3) uint8 BGR of even sizes on the device -> float Y (H,W) and chroma (2,H/2,W/2)."""
+    yuv = rgb_to_yuv(bgr.permute(2, 0, 1).flip(0).float(), matrix)
+    return yuv[0], F.avg_pool2d(yuv[None, 1:], 2)[0]
+
+
+def pack(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    """Float Y (H,W) and chroma (2,H/2,W/2) -> one rounded, clamped I420 uint8 buffer on the same device."""
+    height, width = luma.shape
+    packed = torch.empty((height * 3 // 2, width), dtype=torch.uint8, device=luma.device)
+    y, u, v = planes(packed)
+    y.copy_(luma.round().clamp_(0, 255))
+    u.copy_(chroma[0].round().clamp_(0, 255))
+    v.copy_(chroma[1].round().clamp_(0, 255))
+    return packed

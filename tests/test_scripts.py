@@ -1,0 +1,26 @@
+"""The benchmark scripts keep working: each runs end to end on tiny inputs (their figures are not checked
+here; docs/benchmarks.md has real runs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def test_end_to_end_benchmark_runs_every_case_and_prints_its_tables():
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "benchmark.py"), "--sizes", "160x96", "--frames", "24", "--models", "resnet18",
+         "--live-size", "160x96", "--live-seconds", "2", "--no-record"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 160x96")]
+    assert [row.split("|")[2].strip() for row in rows] == [
+        "bare transcode (codec ceiling)", "naive pytorch-grad-cam loop, ResNet-18", "streamcam, resnet18",
+        "streamcam, resnet18: latency capture → rendered frame",
+        "resnet18",  # the stage table
+    ]
+    assert "MB after 12 frames" in done.stdout and "frames shown" in done.stdout
