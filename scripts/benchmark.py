@@ -125,7 +125,7 @@ def case_naive(clip: str, output: str, device: str, model_name: str = "resnet18"
 
 
 def case_streamcam(clip: str, output: str, device: str, model_name: str = "resnet18", max_frames: int | None = None,
-                   seconds: float | None = None, decoder: str = "auto") -> dict:
+                   seconds: float | None = None, decoder: str = "auto", compile: bool = False) -> dict:
     from streamcam.api import run
     from streamcam.config import RunConfig
 
@@ -137,7 +137,7 @@ def case_streamcam(clip: str, output: str, device: str, model_name: str = "resne
 
     config = RunConfig(source=clip, output=Path(output), model=model_name, weights="none", input_size=168,
                        device=device, preset=ENCODER["preset"], crf=int(ENCODER["crf"]), max_frames=max_frames,
-                       decoder=decoder, encoder="libx264")  # the other cases' encoder, even where NVENC exists
+                       decoder=decoder, encoder="libx264", compile=compile)  # the other cases' encoder, even where NVENC exists
     result = run(config, on_tick=on_tick, handle_signals=False)
     stats = result.stats
     steady = sorted(stats.latencies[WARMUP_FRAMES:])
@@ -190,6 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--decoder", default="auto", help="streamcam's --decoder: auto, software or nvdec (default auto)")
+    parser.add_argument("--compile", action="store_true", help="streamcam with --compile")
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--sizes", default="720p,1080p", help="clips: 720p, 1080p or WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--models", default="resnet18,resnet50")
@@ -216,7 +217,7 @@ def main() -> None:
             clip = str(Path(folder) / f"{size_name}.mp4")
             make_clip(Path(clip), clip_size(size_name), args.frames)
             common = {"clip": clip, "output": str(Path(folder) / "out.mp4"), "device": args.device}
-            streamcam_options = dict(common, decoder=args.decoder)
+            streamcam_options = dict(common, decoder=args.decoder, compile=args.compile)
             # The cases run round-robin `--repeats` times and each reports its median: this VM's speed
             # drifts by ±20 % over minutes, and drift then hits every case alike.
             runs: dict[str, list[dict]] = {name: [] for name in ["transcode", "naive", *models]}
@@ -243,7 +244,7 @@ def main() -> None:
         width, height = clip_size(args.live_size)
         live = run_case("streamcam", clip=f"lavfi:testsrc2=size={width}x{height}:rate=30,realtime",
                         output=str(Path(folder) / "live.mp4"), device=args.device, model_name=models[0],
-                        seconds=args.live_seconds)
+                        seconds=args.live_seconds, compile=args.compile)
     rows.append([f"{args.live_size} 30 fps live", f"streamcam, {models[0]}: latency capture → rendered frame",
                  f"{live['fps']:.1f}", f"p50 {live['p50_ms']:.0f} ms", f"p95 {live['p95_ms']:.0f} ms", *memory_cells(live)])
     notes.append(f"live: {live['frames']} frames shown, {live['dropped']} stale frames dropped (newest frame wins)")

@@ -86,7 +86,9 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
             source.keep_yuv = on_device
         loaded = load_model(config.model, config.weights, labels=config.labels, device=device,
                             input_size=config.input_size)
-        explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision, align=config.align)
+        batch_size = config.batch_size or (1 if source.info.live else 4)
+        explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision, align=config.align,
+                              compile=config.compile and batch_size)
         frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
                                 boxes=config.box_threshold_value() if config.boxes else None)
@@ -108,7 +110,6 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
                 window = Window(f"streamcam: {source.info.description}")
                 resources.callback(window.close)
 
-        batch_size = config.batch_size or (1 if source.info.live else 4)
         pipeline = Pipeline(source, frames, renderer, sinks, PipelineOptions(batch_size, config.max_frames), window)
         result = RunResult(pipeline.stats, source.info.description,
                            [p for p in (config.output, config.log, config.contact_sheet) if p is not None])

@@ -160,7 +160,7 @@ class CheckSink(Sink):
     def write(self, rendered: RenderedFrame) -> None:
         explained = rendered.explained
         frame = explained.frame
-        height, width = frame.image.shape[:2]
+        height, width = frame.shape
         regions = self.regions.regions(frame.index, width, height)
         if not regions:
             return

@@ -43,6 +43,7 @@ InputSize = Annotated[Optional[int], typer.Option("--input-size", help="Model in
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per forward pass. \\[default: 1 for live sources, 4 for files]")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option(help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
+Compile = Annotated[bool, typer.Option(help="Compile the model's forward pass with torch.compile (CUDA graphs on a GPU): compiling takes tens of seconds, so it pays on long runs only. Only where no backward pass is needed (the default layer).")]
 Crf = Annotated[int, typer.Option(help="Video quality: 0 (lossless) .. 51; lower is better and bigger.")]
 Preset = Annotated[Optional[str], typer.Option(help="x264 speed preset. \\[default: veryfast for files, ultrafast for live]")]
 Encoder = Annotated[str, typer.Option(help="H.264 encoder: auto (NVENC when the model runs on a GPU that has one, checked with a one-frame test; else libx264), libx264 or nvenc.")]
@@ -65,7 +66,7 @@ def _options(
     view: View = DEFAULT.view, smooth: Smooth = DEFAULT.smooth,
     boxes: Boxes = DEFAULT.boxes, box_threshold: BoxThreshold = DEFAULT.box_threshold,
     input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
-    precision: Precision = DEFAULT.precision, crf: Crf = DEFAULT.crf, preset: Preset = None,
+    precision: Precision = DEFAULT.precision, compile: Compile = DEFAULT.compile, crf: Crf = DEFAULT.crf, preset: Preset = None,
     encoder: Encoder = DEFAULT.encoder, decoder: Decoder = DEFAULT.decoder,
     camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
     max_frames: MaxFrames = None, log: Log = None, contact_sheet: ContactSheet = None, config: Config = None,

@@ -43,6 +43,7 @@ class RunConfig:
     batch_size: int | None = None  # None: 1 for live sources (latency), 4 for files (throughput)
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False  # torch.compile the forward pass (CUDA graphs on a GPU); pays on long runs only
     # encoder
     crf: int = 23
     preset: str | None = None  # None: veryfast for files, ultrafast for live sources

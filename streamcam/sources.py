@@ -44,8 +44,6 @@ OPEN_TIMEOUT = (5.0, 5.0)  # seconds to open, and to wait for data while reading
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between reconnection attempts, then every 4 s
 LIVE_TIME_BASE = Fraction(1, 1000)  # live timestamps: milliseconds on the capture clock
 DECODERS = ("auto", "software", "nvdec")
-# Codecs NVIDIA's NVDEC decodes (the common ones; FFmpeg falls back to software for a profile it cannot).
-NVDEC_CODECS = {"h264", "hevc", "vp9", "av1", "mpeg2video", "mpeg4", "vc1", "vp8", "mjpeg"}
 
 
 @dataclass
@@ -251,11 +249,18 @@ class AVSource(Source):
             self.missing_seconds = _missing_seconds(self.container, self.stream, float((last_pts + step) * time_base))
 
     def _image(self, frame: av.VideoFrame) -> np.ndarray | I420:
-        if frame.format.name == "cuda":  # NVDEC, kept on the GPU: its NV12 planes, shared through DLPack
-            return _from_nvdec(frame)
-        if self.keep_yuv and frame.format.name == "yuv420p" and (matrix := yuv_matrix(frame)):
+        matrix = yuv_matrix(frame)
+        if frame.format.name == "cuda" and frame.sw_format.name in ("nv12", "p010le") and matrix:
+            # NVDEC: copied on the GPU into an I420 buffer of our own at once, since FFmpeg's pool of
+            # decoder surfaces is small and holding its frames would stall the decoder. FFmpeg copies
+            # decoded surfaces on CUDA's legacy default stream, which torch's current stream is in this
+            # thread, so this copy runs after the decoder's.
+            return I420(i420_from_dlpack(frame), matrix)
+        if self.keep_yuv and frame.format.name == "yuv420p" and matrix:
             return I420(frame.to_ndarray(), matrix)
-        return frame.to_ndarray(format="bgr24", threads=1)  # multithreaded swscale is slower here
+        # Anything else (hardware frames of other formats are downloaded first); multithreaded swscale
+        # is slower here.
+        return frame.to_ndarray(format="bgr24", threads=1)
 
     def _live_pts(self, captured: float) -> int:
         """Milliseconds on the capture clock since the first frame: a stall becomes a gap in the video."""
@@ -306,18 +311,12 @@ class ImageSource(Source):
             yield Frame(index, _read_image(path), index, Fraction(1), time.monotonic(), name=path.name)
 
 
-def _from_nvdec(frame: av.VideoFrame) -> I420:
-    """A hardware frame, copied on the GPU into an I420 buffer of our own at once: FFmpeg's pool of
-    decoder surfaces is small, and holding its frames would stall the decoder."""
-    matrix = yuv_matrix(frame)
-    if matrix is None or frame.sw_format.name not in ("nv12", "p010le"):
-        raise StreamcamError(f"NVDEC decodes this video to {frame.sw_format.name} ({frame.width}x{frame.height}, "
-                             f"colour space {frame.colorspace}), which streamcam does not take on the GPU; "
-                             "use --decoder software")
-    # FFmpeg copies decoded surfaces on CUDA's legacy default stream, which torch's current stream is in
-    # this thread, so the copy below runs after the decoder's.
-    y, uv = torch.from_dlpack(frame.planes[0]), torch.from_dlpack(frame.planes[1])
-    return I420(nv12_to_i420(y, uv), matrix)
+def i420_from_dlpack(frame: av.VideoFrame) -> torch.Tensor:
+    """An NV12 or P010 frame's planes, shared through DLPack (on the GPU for NVDEC), repacked as I420
+    where they are. PyAV refuses the stream that torch.from_dlpack(plane) would pass, so the planes are
+    exported without one."""
+    y, uv = (torch.from_dlpack(plane.__dlpack__()) for plane in frame.planes[:2])
+    return nv12_to_i420(y, uv)
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 
 # (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb.
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
-# FFmpeg's AVColorSpace values, to tag frames and streams.
+# FFmpeg's AVColorSpace values of the matrices, to tag streams. Untagged video (2) and BT.470BG (5, the
+# same matrix as SMPTE 170M) are read as BT.601, as swscale reads them.
 AVCOL_SPC = {"bt709": 1, "bt601": 6}
-_AVCOL_SPC_BT709, _AVCOL_SPC_UNSPECIFIED, _AVCOL_SPC_BT470BG, _AVCOL_SPC_SMPTE170M = 1, 2, 5, 6
+_MATRIX_OF_AVCOL_SPC = {1: "bt709", 2: "bt601", 5: "bt601", 6: "bt601"}
 _AVCOL_RANGE_JPEG = 2  # full range
 
 
@@ -28,11 +29,7 @@ def yuv_matrix(frame: av.VideoFrame) -> str | None:
     else None (full range, odd sizes, or a colour space other than BT.601/709)."""
     if frame.width % 2 or frame.height % 2 or frame.color_range == _AVCOL_RANGE_JPEG:
         return None
-    if frame.colorspace == _AVCOL_SPC_BT709:
-        return "bt709"
-    if frame.colorspace in (_AVCOL_SPC_UNSPECIFIED, _AVCOL_SPC_BT470BG, _AVCOL_SPC_SMPTE170M):
-        return "bt601"  # swscale's default for untagged video, as the BGR path converts it
-    return None
+    return _MATRIX_OF_AVCOL_SPC.get(frame.colorspace)
 
 
 @dataclass(frozen=True)

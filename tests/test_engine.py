@@ -234,3 +234,16 @@ def test_alignment_option_is_validated_and_changes_only_layer_maps(resnet18, bat
     assert torch.equal(image.raw, receptive.raw) and not torch.allclose(image.maps, receptive.maps)
     saliency = Explainer(resnet18, method="saliency", align="receptive-field")(batch)
     assert torch.allclose(saliency.maps, Explainer(resnet18, method="saliency")(batch).maps)
+
+
+def test_compiled_forward_gives_the_eager_maps_and_refuses_where_it_cannot_help(resnets, batch):
+    model = resnets["resnet18"]
+    eager = Explainer(model)(batch)
+    explainer = Explainer(model, compile=True)
+    compiled = explainer(batch)
+    assert torch.equal(compiled.targets, eager.targets)
+    assert torch.allclose(compiled.maps, eager.maps, atol=1e-4) and torch.allclose(compiled.logits, eager.logits, atol=1e-4)
+    smaller = explainer(batch[1:])  # padded to the compiled batch size
+    assert torch.allclose(smaller.maps, eager.maps[1:], atol=1e-4)
+    with pytest.raises(StreamcamError, match="--compile speeds up explanations without a backward pass"):
+        Explainer(model, layer="layer3", compile=True)

@@ -17,7 +17,7 @@ from streamcam import api, yuv
 from streamcam.config import RunConfig
 from streamcam.errors import StreamcamError
 from streamcam.models import Preprocess
-from streamcam.sources import open_source
+from streamcam.sources import i420_from_dlpack, open_source
 from streamcam.yuv import I420
 
 FAST = {"model": "resnet18", "weights": "none", "input_size": 64}
@@ -64,6 +64,16 @@ def test_nvdec_planes_are_repacked_as_i420(rng=np.random.default_rng(0)):
     assert torch.equal(out_y, y) and torch.equal(out_u, uv[..., 0]) and torch.equal(out_v, uv[..., 1])
     ten_bit = yuv.nv12_to_i420(y.to(torch.int32).mul(256).to(torch.uint16), uv.to(torch.int32).mul(256).to(torch.uint16))
     assert torch.equal(ten_bit, packed)
+
+
+def test_nv12_frames_shared_through_dlpack_become_the_same_i420():
+    """What NVDEC frames go through, on a CPU frame: DLPack export with FFmpeg's padded rows, repacking."""
+    graph = av.open("testsrc2=size=200x120:rate=30", format="lavfi")
+    frame = next(graph.decode(video=0)).reformat(format="yuv420p")
+    graph.close()
+    nv12 = frame.reformat(format="nv12")
+    assert nv12.planes[0].line_size > 200  # rows padded, as FFmpeg allocates them
+    assert np.array_equal(i420_from_dlpack(nv12).numpy(), frame.to_ndarray())
 
 
 def test_decoder_keeps_yuv420p_planes_and_converts_what_it_cannot_keep(tmp_path):

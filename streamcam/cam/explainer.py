@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import StreamcamError, unknown_name
 from ..models import LoadedModel
 from .base import CamMethod, LayerEvidence, LayerMethod
+from .compiled import CompiledForward
 from .layers import check_layer, find_linear_head, resolve_layer
 from .maps import ALIGNMENTS, normalize_maps
 from .methods import make_method
@@ -65,7 +66,8 @@ class Explainer:
     `model` is an nn.Module or what `load_model` returned (then class names come with it). `layer` is a
     dotted module name ("layer4", "layer3.5"); the default is the last feature map before global pooling.
     `precision` "auto" runs the network in bf16/fp16 on CUDA and fp32 on the CPU; maps are always
-    computed in fp32. `align` places layer cells when upsampling: "image" (pytorch-grad-cam's maps) or
+    computed in fp32. `compile` compiles the forward pass (cam/compiled.py) where no backward is needed:
+    True, or the batch size to compile for (smaller batches are padded to it). `align` places layer cells when upsampling: "image" (pytorch-grad-cam's maps) or
     "receptive-field" (cells at their receptive fields' centres; see maps.normalize_maps). Method
     options go in `options` (smoothgrad: n, sigma; scorecam: batch_size).
 
@@ -82,6 +84,7 @@ class Explainer:
         *,
         class_names: Sequence[str] | None = None,
         align: str = "image",
+        compile: bool | int = False,
         **options: object,
     ):
         if isinstance(model, LoadedModel):
@@ -109,6 +112,15 @@ class Explainer:
                 )
         elif layer is not None:
             raise StreamcamError(f"{self.method.name} explains input pixels and takes no layer")
+        self._compiled = None
+        if compile:
+            if not self._inference_only:
+                raise StreamcamError(
+                    "--compile speeds up explanations without a backward pass: at the layer that feeds global "
+                    "average pooling and the final Linear layer (the default), or with scorecam; "
+                    f"{self.method.name} at {self.layer or 'the input'} needs gradients"
+                )
+            self._compiled = CompiledForward(model, self.layer, self.device, batch_size=int(compile))
 
     @property
     def _inference_only(self) -> bool:
@@ -142,24 +154,30 @@ class Explainer:
 
     def _explain_layer(self, x: torch.Tensor, targets: Targets, topk: int | None):
         needs_gradients = self.method.needs_gradients and not self.analytic
-        with self._tap.attached():
-            # The trunk never needs a graph; with grad capture the tap turns autograd on for the head.
-            trunk_mode = torch.no_grad() if needs_gradients else torch.inference_mode()
-            with trunk_mode, autocast(self.device, self.precision), self._tap.capture(grad=needs_gradients):
-                logits = self.model(x)
-            activations = self._tap.activation
-            indices, multi = resolve_targets(targets, topk, logits.detach(), self.class_names)
-            gradients = self._target_gradients(logits, activations, indices) if needs_gradients else None
-            with torch.inference_mode():
-                activations = activations.detach().float()
-                head_weights = None
-                if self.analytic:
-                    head_weights = self._head.linear.weight.float()[indices]  # (B,K,C)
-                    if self.method.needs_gradients:
-                        gradients = self._analytic_gradients(head_weights, activations)
-                evidence = LayerEvidence(x, activations, indices, gradients, head_weights, self._logits_of)
-                raw = self.method.raw_maps(evidence)
+        activations, logits = self._layer_forward(x, needs_gradients)
+        indices, multi = resolve_targets(targets, topk, logits.detach(), self.class_names)
+        gradients = self._target_gradients(logits, activations, indices) if needs_gradients else None
+        with torch.inference_mode():
+            activations = activations.detach().float()
+            head_weights = None
+            if self.analytic:
+                head_weights = self._head.linear.weight.float()[indices]  # (B,K,C)
+                if self.method.needs_gradients:
+                    gradients = self._analytic_gradients(head_weights, activations)
+            evidence = LayerEvidence(x, activations, indices, gradients, head_weights, self._logits_of)
+            raw = self.method.raw_maps(evidence)
         return raw, logits.detach().float(), indices, multi
+
+    def _layer_forward(self, x: torch.Tensor, needs_gradients: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the layer's activation, the logits). The trunk never needs a graph; with `needs_gradients`
+        the tap turns autograd on for the head, from the layer's output."""
+        trunk_mode = torch.no_grad() if needs_gradients else torch.inference_mode()
+        with trunk_mode, autocast(self.device, self.precision):
+            if self._compiled is not None:
+                return self._compiled(x)
+            with self._tap.attached(), self._tap.capture(grad=needs_gradients) as tap:
+                logits = self.model(x)
+                return tap.activation, logits
 
     def _explain_pixels(self, x: torch.Tensor, targets: Targets, topk: int | None):
         logits = self._logits_of(x)
