@@ -8,6 +8,7 @@ the renderer.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,9 @@ class FrameExplainer:
         if grid and self.target is not None:
             raise StreamcamError("--target picks one class; the grid view shows the top-k classes (--top-k)")
         self._previous: list[tuple[int, torch.Tensor]] = []  # (class, smoothed map) per map slot
+        # On CUDA, a stream of its own, so that NVDEC's copies into frames (on the legacy default
+        # stream) overlap inference instead of queueing behind it.
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     def class_name(self, index: int) -> str:
         names = self.loaded.class_names
@@ -72,13 +76,21 @@ class FrameExplainer:
         """Explain frames in order. Consecutive frames of the same size and format share one forward pass."""
         results: list[ExplainedFrame] = []
         start = 0
-        while start < len(frames):
-            end = start + 1
-            while end < len(frames) and frames[end].layout == frames[start].layout:
-                end += 1
-            results += self._explain_batch(frames[start:end])
-            start = end
+        with self._own_stream():
+            while start < len(frames):
+                end = start + 1
+                while end < len(frames) and frames[end].layout == frames[start].layout:
+                    end += 1
+                results += self._explain_batch(frames[start:end])
+                start = end
         return results
+
+    def _own_stream(self) -> contextlib.AbstractContextManager:
+        """This stage's CUDA stream, after the frames decoded so far (NVDEC) have been copied."""
+        if self.stream is None:
+            return contextlib.nullcontext()
+        self.stream.wait_stream(torch.cuda.default_stream(self.device))
+        return torch.cuda.stream(self.stream)
 
     def _explain_batch(self, frames: list[Frame]) -> list[ExplainedFrame]:
         first = frames[0].image

@@ -7,6 +7,7 @@ module) with optional labels.
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import urllib.error
@@ -110,9 +111,15 @@ class Preprocess:
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Float RGB in 0..255 -> (x / 255 - mean) / std."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        mean, std = _normalisation(self.mean, self.std, images.device)
         return (images / 255.0 - mean) / std
+
+
+@functools.cache
+def _normalisation(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std as (1,3,1,1) tensors on `device`, made once: building them from host values for
+    every batch would be a blocking copy that waits for the GPU."""
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ class VideoFileSink(Sink):
             self._open(image.shape[1], image.shape[0], image.matrix if isinstance(image, I420) else "bt601")
         if not (isinstance(image, I420) and image.shape == self.size[::-1] and image.matrix == self.matrix):
             image = self._to_i420(self._fit(rendered.bgr(), rendered.explained.frame.index))
-        frame = av.VideoFrame.from_numpy_buffer(image.data, format="yuv420p")  # wraps the planes, no copy
+        frame = image.video_frame()
         source_frame = rendered.explained.frame
         # Timestamps must rise strictly for the encoder; a broken source could repeat one.
         pts = source_frame.pts if self.last_pts is None else max(source_frame.pts, self.last_pts + 1)

@@ -8,6 +8,7 @@ takes the planes without a copy. Limited range ("TV", Y in 16..235), with the BT
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import av
@@ -56,12 +57,18 @@ class I420:
         """(Y, U, V) views of the buffer: (H,W), (H/2,W/2), (H/2,W/2)."""
         return planes(self.data)
 
+    def video_frame(self) -> av.VideoFrame:
+        """The picture as a PyAV frame tagged with its matrix, wrapping the host buffer without a copy
+        where PyAV can: it infers a buffer's height as a multiple of 4, so 4n+2 rows are copied."""
+        data = np.ascontiguousarray(self.data.cpu().numpy() if isinstance(self.data, torch.Tensor) else self.data)
+        wrap = av.VideoFrame.from_numpy_buffer if self.height % 4 == 0 else av.VideoFrame.from_ndarray
+        frame = wrap(data, format="yuv420p")
+        frame.colorspace = AVCOL_SPC[self.matrix]
+        return frame
+
     def bgr(self) -> np.ndarray:
         """(H,W,3) BGR uint8 on the host, converted by swscale with this picture's matrix."""
-        data = self.data.cpu().numpy() if isinstance(self.data, torch.Tensor) else self.data
-        frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(data), format="yuv420p")
-        frame.colorspace = AVCOL_SPC[self.matrix]
-        return frame.to_ndarray(format="bgr24", threads=1)
+        return self.video_frame().to_ndarray(format="bgr24", threads=1)
 
 
 def planes(data):
@@ -91,6 +98,14 @@ def nv12_to_i420(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return packed
 
 
+@functools.cache
+def _on_device(matrix: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(M, its inverse, offset) as float32 on `device`, made once: a tensor made from host values for
+    every frame would be a blocking copy that waits for the GPU."""
+    rows, offset = _rgb_to_yuv(matrix)
+    return tuple(t.to(device, torch.float32) for t in (rows, torch.linalg.inv(rows), offset))
+
+
 def _rgb_to_yuv(matrix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, offset) with yuv = M @ rgb + offset, for RGB in 0..255 and limited-range YUV."""
     kr, kb = MATRICES[matrix]
@@ -106,8 +121,7 @@ def _rgb_to_yuv(matrix: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def rgb_to_yuv(rgb: torch.Tensor, matrix: str) -> torch.Tensor:
     """(..., 3, H, W) float RGB in 0..255 -> (..., 3, H, W) float Y, U, V (not rounded)."""
-    rows, offset = _rgb_to_yuv(matrix)
-    rows, offset = rows.to(rgb.device, torch.float32), offset.to(rgb.device, torch.float32)
+    rows, _, offset = _on_device(matrix, rgb.device)
     return torch.einsum("ij,...jhw->...ihw", rows, rgb) + offset[:, None, None]
 
 
@@ -125,10 +139,8 @@ def colour_to_yuv(bgr: tuple[int, int, int], matrix: str) -> tuple[int, int, int
 
 def yuv_to_rgb(yuv: torch.Tensor, matrix: str) -> torch.Tensor:
     """(..., 3, H, W) float Y, U, V (chroma at full resolution) -> (..., 3, H, W) float RGB in 0..255."""
-    rows, offset = _rgb_to_yuv(matrix)
-    inverse = torch.linalg.inv(rows).to(yuv.device, torch.float32)
-    centred = yuv - offset.to(yuv.device, torch.float32)[:, None, None]
-    return torch.einsum("ij,...jhw->...ihw", inverse, centred).clamp_(0, 255)
+    _, inverse, offset = _on_device(matrix, yuv.device)
+    return torch.einsum("ij,...jhw->...ihw", inverse, yuv - offset[:, None, None]).clamp_(0, 255)
 
 
 def bgr_to_planes(bgr: torch.Tensor, matrix: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 
@@ -34,6 +36,23 @@ def test_clip_with_audio_keeps_frames_fps_size_and_sound(tmp_path):
     assert written["fps"] == 24
     assert written["times"] == pytest.approx(source["times"], abs=1e-6)
     assert written["audio"]
+
+
+@pytest.mark.parametrize("gpu_path", [False, True], ids=["cpu-path", "gpu-path"])
+def test_heights_that_are_not_a_multiple_of_four_keep_their_picture(tmp_path, monkeypatch, gpu_path):
+    """yuv420p buffers of a height of 4n+2 (270, 1082, ...): PyAV infers such a buffer's height wrongly."""
+    monkeypatch.setattr(api, "frames_stay_on_device", lambda device: gpu_path)
+    clip = write_clip(tmp_path / "in.mp4", frames=4, size=(192, 90))
+    out = tmp_path / "out.mp4"
+    run(clip, output=out, alpha=0.0, crf=12)
+    with av.open(str(clip)) as source, av.open(str(out)) as output:
+        pairs = zip(source.decode(video=0), output.decode(video=0))
+        for before, after in pairs:
+            assert (after.width, after.height) == (192, 90)
+            below_label = np.s_[40:]  # alpha 0: the picture itself, up to the encoder's loss
+            difference = np.abs(after.to_ndarray(format="bgr24")[below_label].astype(int)
+                                - before.to_ndarray(format="bgr24")[below_label].astype(int))
+            assert difference.mean() < 3
 
 
 def test_variable_frame_rate_timestamps_are_kept(tmp_path):
@@ -115,9 +134,6 @@ def test_target_class_and_grid_view(tmp_path):
 
 
 def test_smoothing_is_an_exponential_moving_average_that_cuts_flicker():
-    import numpy as np
-    import torch
-
     from streamcam import Explainer, load_model
     from streamcam.sources import Frame
 
