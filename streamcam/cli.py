@@ -42,7 +42,7 @@ Smooth = Annotated[float, typer.Option(help="Temporal smoothing of maps against 
 InputSize = Annotated[Optional[int], typer.Option("--input-size", help="Model input short side in pixels (aspect kept, nothing cropped). \\[default: the checkpoint's training size, else 224]")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per forward pass. \\[default: 1 for live sources, 4 for files]")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Precision = Annotated[str, typer.Option(help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
+Precision = Annotated[str, typer.Option(help="auto (bf16 on GPUs and on CPUs with bf16 instructions, fp16 on older GPUs, else fp32), fp32, bf16 or fp16.")]
 Compile = Annotated[bool, typer.Option(help="Compile the model's forward pass with torch.compile (CUDA graphs on a GPU): compiling takes tens of seconds, so it pays on long runs only. Only where no backward pass is needed (the default layer).")]
 Crf = Annotated[int, typer.Option(help="Video quality: 0 (lossless) .. 51; lower is better and bigger.")]
 Preset = Annotated[Optional[str], typer.Option(help="x264 speed preset. \\[default: veryfast for files, ultrafast for live]")]

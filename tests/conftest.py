@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from streamcam import load_model
+from streamcam.cam import session
 
 
 def spread_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -22,6 +23,14 @@ def spread_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
                 module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
     return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def fp32_on_every_cpu(monkeypatch):
+    """precision="auto" picks bf16 on CPUs with bf16 instructions. Tests run at fp32 whatever CPU runs
+    them (in this process): parity with pytorch-grad-cam is defined at fp32, and results must not depend
+    on the CI machine's CPU. test_engine checks the choice itself."""
+    monkeypatch.setattr(session, "cpu_has_bf16", lambda: False)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from streamcam import Explainer, StreamcamError, load_model
+from streamcam.cam import session
+from streamcam.cam.session import cpu_has_bf16 as real_cpu_has_bf16  # before conftest replaces it
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +197,11 @@ def test_bf16_autocast_runs_the_network_in_bf16_and_the_maps_in_fp32(resnet18, b
     assert correlation > 0.9
 
 
-def test_auto_precision_is_fp32_on_cpu(resnet18):
-    assert Explainer(resnet18).precision == "fp32"
+def test_auto_precision_is_bf16_on_cpus_with_bf16_instructions_and_fp32_elsewhere(resnet18, monkeypatch):
+    assert Explainer(resnet18).precision == "fp32"  # conftest: a CPU without bf16
+    monkeypatch.setattr(session, "cpu_has_bf16", lambda: True)
+    assert Explainer(resnet18).precision == "bf16"
+    assert real_cpu_has_bf16() in (True, False)  # the real check runs on this CPU, on any torch
 
 
 def test_flat_and_nan_maps_become_zeros():

@@ -65,11 +65,13 @@ class Explainer:
 
     `model` is an nn.Module or what `load_model` returned (then class names come with it). `layer` is a
     dotted module name ("layer4", "layer3.5"); the default is the last feature map before global pooling.
-    `precision` "auto" runs the network in bf16/fp16 on CUDA and fp32 on the CPU; maps are always
-    computed in fp32. `compile` compiles the forward pass (cam/compiled.py) where no backward is needed:
-    True, or the batch size to compile for (smaller batches are padded to it). `align` places layer cells when upsampling: "image" (pytorch-grad-cam's maps) or
-    "receptive-field" (cells at their receptive fields' centres; see maps.normalize_maps). Method
-    options go in `options` (smoothgrad: n, sigma; scorecam: batch_size).
+    `precision` "auto" runs the network in bf16 (fp16 on older GPUs) on CUDA and on CPUs with bf16
+    instructions, else in fp32 (cam/session.py); maps are always computed in fp32. `align` places layer
+    cells when upsampling: "image" (pytorch-grad-cam's maps) or "receptive-field" (cells at their
+    receptive fields' centres; see maps.normalize_maps). `compile` compiles the forward pass
+    (cam/compiled.py) where no backward is needed: True, or the batch size to compile for (smaller
+    batches are padded to it). Method options go in `options` (smoothgrad: n, sigma; scorecam:
+    batch_size).
 
     The explainer holds no hooks between calls and restores eval/train and requires_grad flags, so the
     model can be used for plain inference in between.
