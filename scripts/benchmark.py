@@ -130,8 +130,10 @@ def case_streamcam(clip: str, output: str, device: str, model_name: str = "resne
     from streamcam.config import RunConfig
 
     deadline = None if seconds is None else time.monotonic() + seconds
+    memory: list[tuple[int, float]] = []  # (frames written, resident MB) as the run goes
 
     def on_tick(pipeline) -> None:
+        memory.append((pipeline.stats.written, resident_mb()))
         if deadline and time.monotonic() > deadline:
             pipeline.stop("benchmark time is up")
 
@@ -141,7 +143,10 @@ def case_streamcam(clip: str, output: str, device: str, model_name: str = "resne
     result = run(config, on_tick=on_tick, handle_signals=False)
     stats = result.stats
     steady = sorted(stats.latencies[WARMUP_FRAMES:])
+    after_a_third = next((mb for written, mb in memory if written >= stats.written / 3), None)
     return {
+        "rss_third_mb": after_a_third,
+        "rss_end_mb": memory[-1][1] if memory else None,
         "fps": stats.average_fps(),
         "frames": stats.written,
         "dropped": stats.dropped,
@@ -149,6 +154,12 @@ def case_streamcam(clip: str, output: str, device: str, model_name: str = "resne
         "p95_ms": 1000 * steady[int(len(steady) * 0.95)] if steady else None,
         "stages": {stage: stats.stage_ms(stage) for stage in ("decode", "explain", "render", "write")},
     }
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (Linux), in MB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 CASES = {"transcode": case_transcode, "naive": case_naive, "streamcam": case_streamcam}
@@ -236,11 +247,12 @@ def main() -> None:
                 rows.append([size_name, f"streamcam, {model}", f"{result['fps']:.1f}", f"{result['fps'] / naive['fps']:.2f}×",
                              f"{result['fps'] / transcode['fps']:.2f}×", *memory_cells(result)])
                 stage_rows.append([size_name, model] + [f"{ms:.1f}" for ms in result["stages"].values()])
-            half = run_case("streamcam", **streamcam_options, model_name=models[0], max_frames=args.frames // 2)
-            full = runs[models[0]][-1]["rss_mb"]
-            growth = "does not grow" if full < 1.05 * half["rss_mb"] else f"GREW by {full - half['rss_mb']:.0f} MB"
-            notes.append(f"{size_name} peak RSS, streamcam {models[0]}: {half['rss_mb']:.0f} MB after {args.frames // 2} "
-                         f"frames, {full:.0f} MB after {args.frames}: memory {growth} with the clip's length")
+            for model in models:
+                result = median_run(runs[model])
+                third, end = result["rss_third_mb"], result["rss_end_mb"]
+                growth = "does not grow" if end < 1.05 * third else f"GREW by {end - third:.0f} MB"
+                notes.append(f"{size_name}, streamcam {model}: resident memory {third:.0f} MB after a third of the "
+                             f"clip, {end:.0f} MB at its end: it {growth} with the clip's length")
         width, height = clip_size(args.live_size)
         live = run_case("streamcam", clip=f"lavfi:testsrc2=size={width}x{height}:rate=30,realtime",
                         output=str(Path(folder) / "live.mp4"), device=args.device, model_name=models[0],
