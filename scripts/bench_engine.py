@@ -36,12 +36,11 @@ def reference_classes() -> dict[str, type]:
             "hirescam": HiResCAM, "xgradcam": XGradCAM, "scorecam": ScoreCAM}
 
 
-def bench(model_name: str, batch: int, size: int, device: torch.device, seconds: float) -> list[list[object]]:
+def bench(model_name: str, batch: int, size: int, device: torch.device, precision: str, seconds: float) -> list[list[object]]:
     model = load_model(model_name, "none", device=device).model  # channels_last, as streamcam runs it
     # What a pytorch-grad-cam user passes: the same weights in torchvision's default (NCHW) layout.
     torchvision_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     x = torch.randn(batch, 3, size, size, device=device)
-    precision = resolve_precision("auto", device)
     references = reference_classes()
 
     def plain():
@@ -56,7 +55,7 @@ def bench(model_name: str, batch: int, size: int, device: torch.device, seconds:
             continue
         options = {"smoothgrad": {"n": SMOOTHGRAD_SAMPLES}, "scorecam": {"batch_size": SCORECAM_BATCH}}.get(method, {})
         pixel_method = method in ("saliency", "smoothgrad")
-        explainer = Explainer(model, method, layer=None if pixel_method else layer, **options)
+        explainer = Explainer(model, method, layer=None if pixel_method else layer, precision=precision, **options)
         calls = {"plain": plain, "streamcam": lambda: explainer(x)}
         references_used = []
         if method in references:
@@ -91,17 +90,18 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--size", type=int, default=224, help="square input side in pixels (default 224)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    parser.add_argument("--precision", default="auto", help="streamcam's: auto (what --precision auto picks here), fp32, bf16, fp16")
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per row (default 3)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    precision = resolve_precision("auto", device)
+    precision = resolve_precision(args.precision, device)
     print(benchlib.machine(device), f"precision {precision}", flush=True)
     rows = []
     for model_name in args.models.split(","):
         for batch in map(int, args.batches.split(",")):
-            rows += bench(model_name, batch, args.size, device, args.seconds)
+            rows += bench(model_name, batch, args.size, device, precision, args.seconds)
 
     header = ["model", "batch", "method", "layer", "plain fps", "streamcam fps", "× plain",
               "pytorch-grad-cam fps", "streamcam / pgc", "pgc on channels_last fps"]
@@ -119,7 +119,7 @@ def main() -> None:
     print()
     print(body)
     if not args.no_record:
-        benchlib.record(f"bench_engine:{device.type}", f"Engine ({device.type.upper()}, {precision})", body, device)
+        benchlib.record(f"bench_engine:{device.type}-{precision}", f"Engine ({device.type.upper()}, {precision})", body, device)
         print(f"\nrecorded in {benchlib.REPO / 'docs' / 'benchmarks.md'}")
 
 

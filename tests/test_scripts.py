@@ -24,3 +24,15 @@ def test_end_to_end_benchmark_runs_every_case_and_prints_its_tables():
         "resnet18",  # the stage table
     ]
     assert "MB after a third of the clip" in done.stdout and "frames shown" in done.stdout
+
+
+def test_engine_benchmark_times_every_method_against_pytorch_grad_cam():
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_engine.py"), "--models", "resnet18", "--batches", "1", "--size", "64",
+         "--seconds", "0.1", "--precision", "fp32", "--no-record"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    methods = [line.split("|")[3].strip() for line in done.stdout.splitlines() if line.startswith("| resnet18 |")]
+    assert methods[:2] == ["gradcam", "cam"] and "scorecam" in methods and methods[-1] == "gradcam"  # layer3 last
+    assert "precision fp32" in done.stdout
