@@ -10,13 +10,17 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def test_end_to_end_benchmark_runs_every_case_and_prints_its_tables():
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "benchmark.py"), "--sizes", "160x96", "--frames", "24", "--models", "resnet18",
-         "--live-size", "160x96", "--live-seconds", "2", "--no-record"],
-        capture_output=True, text=True, timeout=600,
-    )
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run scripts/NAME without recording its tables; it must succeed."""
+    done = subprocess.run([sys.executable, str(SCRIPTS / name), *args, "--no-record"], capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_end_to_end_benchmark_runs_every_case_and_prints_its_tables():
+    done = run_script("benchmark.py", "--sizes", "160x96", "--frames", "24", "--models", "resnet18",
+                      "--live-size", "160x96", "--live-seconds", "2")
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 160x96")]
     assert [row.split("|")[2].strip() for row in rows] == [
         "bare transcode (codec ceiling)", "naive pytorch-grad-cam loop, ResNet-18", "streamcam, resnet18",
@@ -27,12 +31,8 @@ def test_end_to_end_benchmark_runs_every_case_and_prints_its_tables():
 
 
 def test_engine_benchmark_times_every_method_against_pytorch_grad_cam():
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench_engine.py"), "--models", "resnet18", "--batches", "1", "--size", "64",
-         "--seconds", "0.1", "--precision", "fp32", "--no-record"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_script("bench_engine.py", "--models", "resnet18", "--batches", "1", "--size", "64", "--seconds", "0.1",
+                      "--precision", "fp32")
     methods = [line.split("|")[3].strip() for line in done.stdout.splitlines() if line.startswith("| resnet18 |")]
     assert methods[:2] == ["gradcam", "cam"] and "scorecam" in methods and methods[-1] == "gradcam"  # layer3 last
     assert "precision fp32" in done.stdout
