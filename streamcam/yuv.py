@@ -89,12 +89,15 @@ def nv12_to_i420(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     I420 buffer on the same device."""
     if y.dtype != torch.uint8:  # P010: 10 bits in the high bits of 16
         y, uv = ((plane.to(torch.int32) >> 8).to(torch.uint8) for plane in (y, uv))
+    return _packed(y, uv[..., 0], uv[..., 1])
+
+
+def _packed(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Three planes (converted to uint8 as they are copied) -> one I420 buffer on their device."""
     height, width = y.shape
     packed = torch.empty((height * 3 // 2, width), dtype=torch.uint8, device=y.device)
-    out_y, out_u, out_v = planes(packed)
-    out_y.copy_(y)
-    out_u.copy_(uv[..., 0])
-    out_v.copy_(uv[..., 1])
+    for out, plane in zip(planes(packed), (y, u, v)):
+        out.copy_(plane)
     return packed
 
 
@@ -132,8 +135,9 @@ def colours_to_yuv(bgr: np.ndarray, matrix: str) -> torch.Tensor:
     return (rgb @ rows.T + offset).float()
 
 
+@functools.cache
 def colour_to_yuv(bgr: tuple[int, int, int], matrix: str) -> tuple[int, int, int]:
-    """One BGR colour -> its rounded (Y, U, V), for drawing on planes."""
+    """One BGR colour -> its rounded (Y, U, V), for drawing on planes (a few colours, asked per frame)."""
     return tuple(int(round(value)) for value in colours_to_yuv(np.array([bgr]), matrix)[0].tolist())
 
 
@@ -151,10 +155,4 @@ def bgr_to_planes(bgr: torch.Tensor, matrix: str) -> tuple[torch.Tensor, torch.T
 
 def pack(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
     """Float Y (H,W) and chroma (2,H/2,W/2) -> one rounded, clamped I420 uint8 buffer on the same device."""
-    height, width = luma.shape
-    packed = torch.empty((height * 3 // 2, width), dtype=torch.uint8, device=luma.device)
-    y, u, v = planes(packed)
-    y.copy_(luma.round().clamp_(0, 255))
-    u.copy_(chroma[0].round().clamp_(0, 255))
-    v.copy_(chroma[1].round().clamp_(0, 255))
-    return packed
+    return _packed(*(plane.round().clamp_(0, 255) for plane in (luma, chroma[0], chroma[1])))

@@ -32,10 +32,9 @@ class CompiledForward:
         self.batch = batch_size
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.contiguous(memory_format=torch.channels_last)  # one layout: another would compile again
         count = x.shape[0]
         self.batch = max(self.batch, count)
         if count < self.batch:
-            x = torch.cat([x, x.new_zeros((self.batch - count, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last)
-        features = self.forward(x)
+            x = torch.cat([x, x.new_zeros((self.batch - count, *x.shape[1:]))])
+        features = self.forward(x.contiguous(memory_format=torch.channels_last))  # one layout: another compiles again
         return features["activation"][:count].clone(), features["logits"][:count].clone()
