@@ -3,10 +3,8 @@
     scripts/with-env python scripts/benchmark.py                  # CPU; writes docs/benchmarks.md
     scripts/with-env python scripts/benchmark.py --device cuda    # GPU
 
-On a lent GPU machine, which has torch but neither PyAV nor pytorch-grad-cam: run `scripts/gpu-wheels`
-here, carry `.whl` with the device tool, and there run
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
-    PYTHONPATH=/tmp/site:$PWD python3 scripts/benchmark.py --device cuda
+On a lent GPU machine, which has torch but neither PyAV nor pytorch-grad-cam, `scripts/gpu-check bench`
+runs it (see that script).
 
 It generates a 720p and a 1080p H.264 clip (moving test pattern) and measures on each, with the same
 encoder settings (libx264, veryfast, CRF 23):

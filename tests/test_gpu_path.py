@@ -20,7 +20,7 @@ from streamcam.models import Preprocess
 from streamcam.sources import i420_from_dlpack, open_source
 from streamcam.yuv import I420
 
-FAST = {"model": "resnet18", "weights": "none", "input_size": 64}
+FAST = {"model": "resnet18", "weights": "none", "input_size": 64, "device": "cpu"}  # on a GPU machine too
 
 
 def run(source, **options):
@@ -91,6 +91,7 @@ def test_decoder_keeps_yuv420p_planes_and_converts_what_it_cannot_keep(tmp_path)
         assert isinstance(next(iter(source.frames())).image, np.ndarray)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without NVDEC")
 def test_nvdec_falls_back_to_the_cpu_in_one_line_or_refuses_when_forced(tmp_path, caplog):
     """This machine has no NVIDIA GPU, so NVDEC cannot open: auto decodes on the CPU, nvdec is an error."""
     clip = write_clip(tmp_path / "in.mp4", frames=3)
