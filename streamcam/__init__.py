@@ -19,7 +19,7 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # OpenCV before PyAV: both wheels bundle libxcb, and when PyAV's copy loads first, creating an OpenCV
-# (Qt) window hangs. Loading cv2 first makes windows work; sinks.Window refuses when it is too late.
+# (Qt) window hangs. Loading cv2 first makes windows work; window.Window refuses when it is too late.
 PYAV_LOADED_BEFORE_OPENCV = "av" in sys.modules and "cv2" not in sys.modules
 import cv2  # noqa: E402, F401
 

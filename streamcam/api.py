@@ -26,10 +26,11 @@ from .explain import FrameExplainer
 from .models import load_model, resolve_device
 from .pipeline import Pipeline, PipelineOptions
 from .render import OpenCVRenderer, TorchRenderer
-from .sinks import (IMAGE_SUFFIXES, ContactSheetSink, ImageSink, JsonlLog, Sink, VideoFileSink, Window, check_output,
-                    choose_h264_encoder, display_problem)
+from .sinks import (IMAGE_SUFFIXES, ContactSheetSink, ImageSink, JsonlLog, Sink, VideoFileSink, check_output,
+                    choose_h264_encoder)
 from .sources import AVSource, ImageSource, Source, open_source
 from .stats import RunStats
+from .window import Window, display_problem
 
 log = logging.getLogger("streamcam")
 

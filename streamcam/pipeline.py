@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from .errors import RunFailed
 from .explain import FrameExplainer
 from .render import Renderer
-from .sinks import RenderedFrame, Sink, Window
+from .sinks import RenderedFrame, Sink
 from .sources import Source
 from .stats import RunStats
+from .window import Window
 
 _END = object()  # end of stream, passed down the stages
 _POLL = 0.1  # seconds: every blocking queue call wakes this often to notice a stop or a failure

@@ -7,7 +7,6 @@ subprocess; a dropped stream is a local MPEG-TS server (tests/media.py serve) th
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 import signal

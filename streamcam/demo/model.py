@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torchvision.models.resnet import BasicBlock, ResNet
 
 CHECKPOINT = Path(__file__).with_name("demo_resnet.pt")

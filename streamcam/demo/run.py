@@ -19,7 +19,7 @@ import av
 
 from .. import api
 from ..config import RunConfig
-from ..sinks import display_problem
+from ..window import display_problem
 from .scenes import CLASSES, demo_clip
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
