@@ -53,7 +53,7 @@ class FrameExplainer:
         self.target = None if target is None else self._class_index(target)
         if grid and self.target is not None:
             raise StreamcamError("--target picks one class; the grid view shows the top-k classes (--top-k)")
-        self._previous: list[tuple[int, torch.Tensor]] = []  # (class, smoothed map) per map slot
+        self._previous: list[tuple[torch.Tensor, torch.Tensor]] = []  # (class, smoothed map) per map slot
         # On CUDA, a stream of its own, so that NVDEC's copies into frames (on the legacy default
         # stream) overlap inference instead of queueing behind it.
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
@@ -132,22 +132,21 @@ class FrameExplainer:
         return explained
 
     def _smoothed(self, maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """EMA per map slot, in frame order; a slot restarts when its class or the map size changes."""
+        """EMA per map slot, in frame order; a slot restarts when its class or the map size changes. The
+        class comparison stays on the device: reading the classes here would wait for the GPU."""
         if self.smooth == 0:
             return maps
         out = torch.empty_like(maps)
-        targets_cpu = targets.tolist()
         for i in range(maps.shape[0]):
             for slot in range(maps.shape[1]):
-                current = maps[i, slot]
+                current, target = maps[i, slot], targets[i, slot]
+                if slot < len(self._previous) and self._previous[slot][1].shape == current.shape:
+                    previous_target, previous = self._previous[slot]
+                    current = torch.where(previous_target == target, self.smooth * previous + (1 - self.smooth) * current, current)
                 if slot < len(self._previous):
-                    cls, previous = self._previous[slot]
-                    if cls == targets_cpu[i][slot] and previous.shape == current.shape:
-                        current = self.smooth * previous + (1 - self.smooth) * current
-                if slot < len(self._previous):
-                    self._previous[slot] = (targets_cpu[i][slot], current)
+                    self._previous[slot] = (target, current)
                 else:
-                    self._previous.append((targets_cpu[i][slot], current))
+                    self._previous.append((target, current))
                 out[i, slot] = current
         return out
 

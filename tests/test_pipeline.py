@@ -156,6 +156,13 @@ def test_smoothing_is_an_exponential_moving_average_that_cuts_flicker():
 
     assert flicker(smoothed) < 0.5 * flicker(raw)
 
+    # A slot starts over when its class changes (a map of another class is not blended in).
+    explain = FrameExplainer(loaded, Explainer(loaded), smooth=0.75)
+    m = torch.rand(4, 1, 5, 7, generator=torch.Generator().manual_seed(1))
+    out = explain._smoothed(m, torch.tensor([[1], [1], [2], [2]]))
+    for got, want in zip(out, [m[0], 0.75 * m[0] + 0.25 * m[1], m[2], 0.75 * m[2] + 0.25 * m[3]]):
+        assert torch.allclose(got, want)
+
 
 def test_image_folder_in_image_folder_out(tmp_path):
     import cv2
