@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -252,3 +254,22 @@ def test_compiled_forward_gives_the_eager_maps_and_refuses_where_it_cannot_help(
     assert torch.allclose(smaller.maps, eager.maps[1:], atol=1e-4)
     with pytest.raises(StreamcamError, match="--compile speeds up explanations without a backward pass"):
         Explainer(model, layer="layer3", compile=True)
+
+
+def test_cuda_graph_state_is_set_up_in_every_explain_thread():
+    """Each run explains in a new thread; torch before 2.14 sets CUDA graphs' thread-local state up only in
+    the thread that imported them, and a compiled run in any other thread failed an assertion."""
+    from torch._inductor import cudagraph_trees
+
+    from streamcam.cam.compiled import cuda_graph_state_in_this_thread
+
+    outcome = []
+
+    def explain_thread():
+        cuda_graph_state_in_this_thread()
+        outcome.append(cudagraph_trees.get_container(0))  # what a CUDA-graph replay asks for first
+
+    thread = threading.Thread(target=explain_thread)
+    thread.start()
+    thread.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], cudagraph_trees.TreeManagerContainer)

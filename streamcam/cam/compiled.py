@@ -9,6 +9,9 @@ so it pays on long runs only (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import collections
+import threading
+
 import torch
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
@@ -28,7 +31,8 @@ class CompiledForward:
         except Exception as error:  # torch.fx raises many types for code it cannot trace
             raise StreamcamError(f"--compile: cannot trace {type(model).__name__} ({type(error).__name__}: {error}); "
                                  "run without --compile") from None
-        self.forward = torch.compile(extractor, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+        self.cuda_graphs = device.type == "cuda"
+        self.forward = torch.compile(extractor, mode="reduce-overhead" if self.cuda_graphs else None, dynamic=False)
         self.batch = batch_size
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,5 +40,21 @@ class CompiledForward:
         self.batch = max(self.batch, count)
         if count < self.batch:
             x = torch.cat([x, x.new_zeros((self.batch - count, *x.shape[1:]))])
+        if self.cuda_graphs:
+            cuda_graph_state_in_this_thread()
         features = self.forward(x.contiguous(memory_format=torch.channels_last))  # one layout: another compiles again
         return features["activation"][:count].clone(), features["logits"][:count].clone()
+
+
+def cuda_graph_state_in_this_thread() -> None:
+    """torch.compile's CUDA graphs keep their state in thread-local storage, which torch before 2.14 sets
+    up only in the thread that imported them (pytorch#123177); every run's explain stage is a new thread.
+    Set it up here as torch 2.14 does itself."""
+    from torch._inductor import cudagraph_trees as trees
+
+    if hasattr(trees.local, "tree_manager_containers") or torch._C._is_key_in_tls("tree_manager_containers"):
+        return
+    trees.local.tree_manager_containers = {}
+    trees.local.tree_manager_locks = collections.defaultdict(threading.Lock)
+    torch._C._stash_obj_in_tls("tree_manager_containers", trees.local.tree_manager_containers)
+    torch._C._stash_obj_in_tls("tree_manager_locks", trees.local.tree_manager_locks)
