@@ -9,6 +9,7 @@ frames never leave the GPU.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -438,9 +439,13 @@ def _open_decoding(file: str, description: str, decoder: str, gpu: int, **kwargs
     it can be opened here). Codecs NVDEC lacks fall back to software decoding inside FFmpeg."""
     if decoder == "software":
         return _open(file, description, **kwargs)
-    nvdec = HWAccel("cuda", device=str(gpu), allow_software_fallback=True, is_hw_owned=True)
+    # FFmpeg decodes in torch's CUDA context (current_ctx), so torch can read the frames. Its default for
+    # frames that stay on the GPU, the primary context with flags of its own, is refused once torch has
+    # started the GPU (PyAV #2339): in any process that ran a model before opening this source.
+    nvdec = HWAccel("cuda", allow_software_fallback=True, is_hw_owned=True, options={"primary_ctx": "0", "current_ctx": "1"})
     try:
-        return av.open(file, hwaccel=nvdec, **kwargs)
+        with _torch_context_current(gpu):
+            return av.open(file, hwaccel=nvdec, **kwargs)
     except av.error.FFmpegError as error:
         reason = error.strerror or type(error).__name__
     container = _open(file, description, **kwargs)  # a file that cannot be opened at all fails here, clearly
@@ -450,6 +455,18 @@ def _open_decoding(file: str, description: str, decoder: str, gpu: int, **kwargs
                              "use --decoder software or auto")
     _warn_once(f"NVDEC cannot decode here ({reason}); decoding on the CPU")
     return container
+
+
+@contextlib.contextmanager
+def _torch_context_current(gpu: int) -> Iterator[None]:
+    """Torch's context for CUDA device `gpu` current in this thread (where av.open creates the decoder's
+    device context). Without a usable GPU, nothing: FFmpeg then finds no context and says so."""
+    if not torch.cuda.is_available() or gpu >= torch.cuda.device_count():
+        yield
+        return
+    with torch.cuda.device(gpu):
+        torch.zeros(1, device=f"cuda:{gpu}")  # a kernel launch makes the context current here
+        yield
 
 
 @functools.cache
