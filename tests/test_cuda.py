@@ -39,8 +39,9 @@ def exact_fp32():
 
 
 def test_uploads_and_downloads_are_exact_and_ordered(rng=np.random.default_rng(0)):
-    """Pinned, non-blocking copies on a side stream, each followed at once by work that reads them: a
-    missing wait would show up as a picture from an earlier round."""
+    """Pinned, non-blocking copies on a side stream, round after round with new pictures: a staging
+    buffer recycled before its upload finished, or a download read before its copy finished, would show
+    up as a wrong picture."""
     side = torch.cuda.Stream()
     for round_ in range(20):
         images = [rng.integers(0, 256, (1620, 1920), dtype=np.uint8) for _ in range(4)]
