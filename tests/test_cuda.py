@@ -84,6 +84,23 @@ def test_nvdec_decodes_what_the_software_decoder_decodes(tmp_path, codec, size):
         assert np.array_equal(ours.image.data.cpu().numpy(), theirs.image.data), f"frame {ours.index}"
 
 
+def test_nvdec_10_bit_hevc_becomes_8_bit_i420(tmp_path):
+    """HEVC Main 10 comes out of NVDEC as P010 (10 bits in the high bits of 16): its top 8 bits are the
+    picture swscale makes of the software decoder's, up to rounding."""
+    torch.zeros(1, device=CUDA)
+    clip = write_clip(tmp_path / "ten.mkv", frames=10, size=(320, 240), codec="libx265", pix_fmt="yuv420p10le")
+    with open_source(str(clip), decoder="nvdec") as source:
+        source.keep_yuv = True
+        hardware = list(source.frames())
+    with av.open(str(clip)) as container:
+        software = [frame.reformat(format="yuv420p").to_ndarray() for frame in container.decode(video=0)]
+    assert len(hardware) == len(software) == 10
+    for ours, theirs in zip(hardware, software):
+        assert isinstance(ours.image.data, torch.Tensor) and ours.image.data.is_cuda
+        difference = np.abs(ours.image.data.cpu().numpy().astype(int) - theirs.astype(int))
+        assert difference.max() <= 1 and difference.mean() < 0.6, f"frame {ours.index}"
+
+
 def run_logged(clip, tmp_path, label, **options):
     """A run with its JSONL log. On the GPU, NVDEC is forced: a silent fall back to the CPU would test
     less than it claims."""
