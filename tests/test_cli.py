@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 
 def streamcam(*args: str) -> subprocess.CompletedProcess:
@@ -35,6 +36,13 @@ def test_unknown_model_is_one_line_on_stderr_without_traceback():
     assert result.stderr.strip().splitlines() == [
         "error: unknown model 'resnet5'; did you mean resnet50, resnet152, resnet34? (`streamcam models` lists them)"
     ]
+
+
+def test_python_dash_m_streamcam_is_the_same_command():
+    result = subprocess.run([sys.executable, "-m", "streamcam", "methods"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == streamcam("methods").stdout
+    usage = subprocess.run([sys.executable, "-m", "streamcam", "--help"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 0 and "Usage: python -m streamcam" in usage.stdout
 
 
 COMMANDS = ["run", "webcam", "check", "demo", "models", "layers", "methods"]

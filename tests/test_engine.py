@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,6 +205,16 @@ def test_auto_precision_is_bf16_on_cpus_with_bf16_instructions_and_fp32_elsewher
     monkeypatch.setattr(session, "cpu_has_bf16", lambda: True)
     assert Explainer(resnet18).precision == "bf16"
     assert real_cpu_has_bf16() in (True, False)  # the real check runs on this CPU, on any torch
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU's flags from Linux's /proc/cpuinfo")
+def test_bf16_check_of_older_torch_agrees_with_torchs_own(monkeypatch):
+    """Older torch (2.4) lacks torch.cpu's bf16 checks; streamcam then reads the CPU's flags, and must
+    reach the same answer (on this CPU, whichever it is)."""
+    with_torchs_checks = real_cpu_has_bf16()
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert real_cpu_has_bf16() == with_torchs_checks
 
 
 def test_flat_and_nan_maps_become_zeros():

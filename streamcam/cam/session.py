@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -102,7 +103,14 @@ def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX: oneDNN runs bf16 convolutions there about twice as fast as fp32 (ResNet-18 at
     299x168, batch 4, 2 cores: 51-56 ms against 97-101), with the demo model's maps within 0.004 and the
     same pointing-game score (docs/benchmarks.md). Elsewhere bf16 is emulated, and slower."""
-    return any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if None not in checks:
+        return any(check() for check in checks)
+    try:  # older torch (2.4) has no such checks: the CPU's flags (Linux) tell
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_tile" in flags
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
