@@ -173,7 +173,8 @@ class TorchRenderer(Renderer):
             return self.odd_sizes.render(explained, fps)
         if self.stream is None:
             return super().render(explained, fps)
-        # The explain stage made these on its own stream; keep their memory until this stream is done.
+        # The explain stage made these on its own stream, and finished them before handing them over (it
+        # read its results back), so there is nothing to wait for; keep their memory until this stream is done.
         explained.pixels.record_stream(self.stream)
         explained.maps.record_stream(self.stream)
         with torch.cuda.stream(self.stream):
