@@ -93,9 +93,9 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
         frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
                                 boxes=config.box_threshold_value() if config.boxes else None)
-        renderer_type = TorchRenderer if on_device else OpenCVRenderer
-        renderer = renderer_type(frames.class_name, view=config.view, alpha=config.alpha, colormap=config.colormap,
-                                 top_k=config.top_k, **({"device": device} if on_device else {}))
+        look = {"view": config.view, "alpha": config.alpha, "colormap": config.colormap, "top_k": config.top_k}
+        renderer = (TorchRenderer(frames.class_name, device, **look) if on_device
+                    else OpenCVRenderer(frames.class_name, **look))
         sinks = _open_sinks(config, source, frames.class_name, loaded.device)
         for sink in sinks:
             resources.callback(sink.close)

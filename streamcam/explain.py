@@ -140,10 +140,10 @@ class FrameExplainer:
         for i in range(maps.shape[0]):
             for slot in range(maps.shape[1]):
                 current, target = maps[i, slot], targets[i, slot]
-                if slot < len(self._previous) and self._previous[slot][1].shape == current.shape:
-                    previous_target, previous = self._previous[slot]
-                    current = torch.where(previous_target == target, self.smooth * previous + (1 - self.smooth) * current, current)
                 if slot < len(self._previous):
+                    previous_target, previous = self._previous[slot]
+                    if previous.shape == current.shape:
+                        current = torch.where(previous_target == target, self.smooth * previous + (1 - self.smooth) * current, current)
                     self._previous[slot] = (target, current)
                 else:
                     self._previous.append((target, current))

@@ -181,8 +181,7 @@ class TorchRenderer(Renderer):
             return super().render(explained, fps)
 
     def _matrix(self, explained: ExplainedFrame) -> str:
-        image = explained.frame.image
-        return image.matrix if isinstance(image, I420) else "bt601"
+        return yuv.matrix_of(explained.frame.image)
 
     def original(self, explained: ExplainedFrame) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = explained.pixels

@@ -31,7 +31,7 @@ import numpy as np
 from .errors import RunFailed, StreamcamError
 from .explain import ExplainedFrame
 from .sources import IMAGE_SUFFIXES, AudioTrack, VideoInfo, keep_ffmpeg_errors
-from .yuv import AVCOL_SPC, I420
+from .yuv import AVCOL_SPC, I420, as_bgr, matrix_of
 
 log = logging.getLogger("streamcam")
 
@@ -87,7 +87,7 @@ class RenderedFrame:
     image: np.ndarray | I420  # the picture to show or write: BGR uint8, or I420 from the device renderer
 
     def bgr(self) -> np.ndarray:
-        return self.image.bgr() if isinstance(self.image, I420) else self.image
+        return as_bgr(self.image)
 
 
 class Sink(ABC):
@@ -169,7 +169,7 @@ class VideoFileSink(Sink):
     def _write(self, rendered: RenderedFrame) -> None:
         image = rendered.image
         if self.container is None:
-            self._open(image.shape[1], image.shape[0], image.matrix if isinstance(image, I420) else "bt601")
+            self._open(image.shape[1], image.shape[0], matrix_of(image))
         if not (isinstance(image, I420) and image.shape == self.size[::-1] and image.matrix == self.matrix):
             image = self._to_i420(self._fit(rendered.bgr(), rendered.explained.frame.index))
         frame = image.video_frame()

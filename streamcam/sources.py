@@ -33,7 +33,7 @@ import torch
 from av.codec.hwaccel import HWAccel
 
 from .errors import RunFailed, StreamcamError
-from .yuv import I420, nv12_to_i420, yuv_matrix
+from .yuv import I420, as_bgr, nv12_to_i420, yuv_matrix
 
 log = logging.getLogger("streamcam")
 
@@ -75,7 +75,7 @@ class Frame:
 
     def bgr(self) -> np.ndarray:
         """The frame as a (H,W,3) BGR uint8 array on the host."""
-        return self.image.bgr() if isinstance(self.image, I420) else self.image
+        return as_bgr(self.image)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,17 @@ class I420:
         return self.video_frame().to_ndarray(format="bgr24", threads=1)
 
 
+def as_bgr(image: np.ndarray | I420) -> np.ndarray:
+    """A picture, BGR or I420, as (H,W,3) BGR uint8 on the host."""
+    return image.bgr() if isinstance(image, I420) else image
+
+
+def matrix_of(image: np.ndarray | I420) -> str:
+    """The matrix a picture's YUV is (or becomes) in: an I420 picture's own; BT.601 for BGR, as OpenCV
+    converts it."""
+    return image.matrix if isinstance(image, I420) else "bt601"
+
+
 def planes(data):
     """Y, U, V views of I420 buffers (..., H*3/2, W), numpy or torch: (...,H,W), (...,H/2,W/2) twice.
     The planes follow each other in memory; a chroma plane need not fill whole rows of the buffer."""

@@ -58,6 +58,12 @@ def write_clip(path: Path, frames: int = 24, size: tuple[int, int] = (160, 120),
     return path
 
 
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """Every video frame of `path`, as BGR uint8."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+
+
 def probe(path: Path) -> dict:
     """What a player would see: video frame count, size, average fps, frame times, audio presence."""
     with av.open(str(path)) as container:

@@ -7,14 +7,13 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 import torch
 
 import streamcam
-from media import probe
+from media import decoded_frames, probe
 from streamcam import Explainer, load_model
 from streamcam.demo.run import write_clip
 from streamcam.demo.scenes import CLASSES
@@ -37,11 +36,6 @@ def scene_clip(tmp_path_factory) -> tuple[Path, Path]:
     annotations = folder / "boxes.json"
     annotations.write_text(json.dumps(objects))
     return clip, annotations
-
-
-def decoded_frames(clip: Path) -> list[np.ndarray]:
-    with av.open(str(clip)) as container:
-        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
 
 
 def test_check_passes_on_the_objects_boxes_and_its_numbers_are_right(scene_clip, tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from media import probe, write_clip
+from media import decoded_frames, probe, write_clip
 from streamcam import Explainer, api
 from streamcam.config import RunConfig
 from streamcam.demo.run import run_demo
@@ -113,17 +113,12 @@ def run_logged(clip, tmp_path, label, **options):
     return result, rows
 
 
-def decoded(path):
-    with av.open(str(path)) as container:
-        return np.stack([frame.to_ndarray(format="bgr24").astype(int) for frame in container.decode(video=0)])
-
-
 def assert_same_run(tmp_path, label, reference, rows, reference_rows, probability_tolerance=0.01):
     assert [row["class"] for row in rows] == [row["class"] for row in reference_rows]
     for row, reference_row in zip(rows, reference_rows):
         assert row["probability"] == pytest.approx(reference_row["probability"], abs=probability_tolerance)
     # Below the labels (the FPS in them differs from run to run), up to rounding and the encoder's loss.
-    difference = np.abs(decoded(tmp_path / f"{label}.mp4") - decoded(tmp_path / f"{reference}.mp4"))[:, 40:]
+    difference = np.abs(np.stack(decoded_frames(tmp_path / f"{label}.mp4")).astype(int) - np.stack(decoded_frames(tmp_path / f"{reference}.mp4")))[:, 40:]
     assert difference.mean() < 2.5 and np.percentile(difference, 99) <= 12
 
 

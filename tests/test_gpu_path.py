@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from media import moving_square, probe, write_clip
+from media import decoded_frames, moving_square, probe, write_clip
 from streamcam import api, yuv
 from streamcam.config import RunConfig
 from streamcam.errors import StreamcamError
@@ -110,11 +110,6 @@ def gpu_path(monkeypatch):
     monkeypatch.setattr(api, "frames_stay_on_device", lambda device: True)
 
 
-def decoded(path):
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="bgr24").astype(int) for frame in container.decode(video=0)]
-
-
 @pytest.mark.parametrize("size, codec, pix_fmt", [((192, 144), "libx264", "yuv420p"), ((161, 91), "libx264rgb", "bgr0")],
                          ids=["yuv420p", "odd-rgb"])
 def test_gpu_path_writes_what_the_cpu_path_writes(tmp_path, monkeypatch, size, codec, pix_fmt):
@@ -129,7 +124,7 @@ def test_gpu_path_writes_what_the_cpu_path_writes(tmp_path, monkeypatch, size, c
     assert gpu["frames"] == 12 and gpu["audio"] and gpu["times"] == pytest.approx(cpu["times"], abs=1e-6)
     assert (gpu["width"], gpu["height"]) == (cpu["width"], cpu["height"])
     # Below the labels (the FPS differs from run to run), up to rounding and the encoder's loss.
-    difference = np.abs(np.stack(decoded(tmp_path / "gpu.mp4")) - np.stack(decoded(tmp_path / "cpu.mp4")))[:, 30:]
+    difference = np.abs(np.stack(decoded_frames(tmp_path / "gpu.mp4")).astype(int) - np.stack(decoded_frames(tmp_path / "cpu.mp4")))[:, 30:]
     assert difference.mean() < 2.5 and np.percentile(difference, 99) <= 12
     cpu_rows, gpu_rows = ([json.loads(line) for line in (tmp_path / name).read_text().splitlines()] for name in ("cpu.jsonl", "gpu.jsonl"))
     for cpu_row, gpu_row in zip(cpu_rows, gpu_rows):
