@@ -18,7 +18,7 @@ import torch
 
 import benchlib  # scripts/ is on sys.path as this script's directory
 from streamcam import METHODS, Explainer, load_model
-from streamcam.cam.session import autocast, resolve_precision
+from streamcam.plan import autocast, resolve_precision
 
 # Slow by construction: Score-CAM runs one forward pass per channel (512 for ResNet-18, 2048 for
 # ResNet-50) and SmoothGrad n forward+backward passes, so they get one timed call, without warm-up,
@@ -56,7 +56,7 @@ def bench(model_name: str, batch: int, size: int, device: torch.device, precisio
         options = {"smoothgrad": {"n": SMOOTHGRAD_SAMPLES}, "scorecam": {"batch_size": SCORECAM_BATCH}}.get(method, {})
         pixel_method = method in ("saliency", "smoothgrad")
         explainer = Explainer(model, method, layer=None if pixel_method else layer, precision=precision, **options)
-        calls = {"plain": plain, "streamcam": lambda: explainer(x)}
+        calls = {"plain": plain, "streamcam": functools.partial(explainer, x)}
         references_used = []
         if method in references:
             for name, reference_model in [("reference", torchvision_model), ("reference_cl", model)]:

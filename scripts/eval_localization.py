@@ -23,11 +23,12 @@ import torch
 
 import benchlib  # scripts/ is on sys.path as this script's directory
 from streamcam import METHODS, Explainer, load_model
+from streamcam.cam.maps import ALIGNMENTS, normalize_maps
 from streamcam.demo.run import FPS, HEIGHT, WIDTH
 from streamcam.demo.scenes import OBJECT_CLASSES, demo_clip, random_scene
-from streamcam.cam.maps import ALIGNMENTS, normalize_maps
 from streamcam.explain import FrameExplainer
 from streamcam.metrics import energy_share, flicker, pointing_hit
+from streamcam.picture import BgrPicture
 from streamcam.sources import Frame
 
 SLOW = {"scorecam": 40}  # one forward pass per channel: fewer scenes
@@ -51,6 +52,10 @@ def localisation_rows(loaded, count: int, seed: int, batch: int = 20) -> list[li
         layers = [None] if name in ("saliency", "smoothgrad") else (["layer4"] if name == "cam" else ["layer4", "layer3"])
         for layer in layers:
             explainer = Explainer(loaded, name, layer=layer)
+            # The same raw maps, placed both ways: receptive-field placement measures the cells once.
+            placements = {"image": None}
+            if layer is not None:
+                placements["receptive-field"] = Explainer(loaded, name, layer=layer, align="receptive-field").cell_centres
             n = min(count, SLOW.get(name, count))
             started = time.monotonic()
             scores = {align: ([], []) for align in ALIGNMENTS}
@@ -58,7 +63,7 @@ def localisation_rows(loaded, count: int, seed: int, batch: int = 20) -> list[li
                 result = explainer(x[start:start + batch], labels[start:start + batch])
                 for align in ALIGNMENTS:
                     maps = result.maps if align == "image" or layer is None else \
-                        normalize_maps(result.raw[:, None], tuple(x.shape[-2:]), align)[:, 0]
+                        normalize_maps(result.raw[:, None], tuple(x.shape[-2:]), placements[align])[:, 0]
                     for i, heatmap in enumerate(maps):
                         scores[align][0].append(pointing_hit(heatmap, boxes[start + i]))
                         scores[align][1].append(energy_share(heatmap, boxes[start + i]))
@@ -71,7 +76,7 @@ def localisation_rows(loaded, count: int, seed: int, batch: int = 20) -> list[li
 
 def flicker_rows(loaded, seconds: float, smooths: list[float]) -> list[list[object]]:
     clip = list(demo_clip(WIDTH, HEIGHT, FPS, seconds, seed=7))
-    frames = [Frame(i, image, i, 1, 0.0) for i, (image, _, _) in enumerate(clip)]
+    frames = [Frame(i, BgrPicture(image), i, 1, 0.0) for i, (image, _, _) in enumerate(clip)]
     rows = []
     for smooth in smooths:
         explain = FrameExplainer(loaded, Explainer(loaded, align="receptive-field"), smooth=smooth)

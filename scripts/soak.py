@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 import benchlib  # scripts/ is on sys.path as this script's directory
 from streamcam.api import run
 from streamcam.config import RunConfig
-from streamcam.models import resolve_device
+from streamcam.plan import resolve_device
 
 RSS_GROWTH_LIMIT = 0.05
 

@@ -1,9 +1,11 @@
-"""Run a whole job from a RunConfig: open the source, load the model, build the sinks, run the pipeline.
+"""Run a whole job from a RunConfig: plan it, open the source, load the model, build the sinks, run.
 
     from streamcam.api import run
     from streamcam.config import RunConfig
     result = run(RunConfig(source="dashcam.mp4", output=Path("out.mp4"), model="resnet50"))
     print(result.stats.summary())
+
+`source` may also be a Source (sources.py) or any iterable of frames (BGR arrays, Pictures or Frames).
 """
 
 from __future__ import annotations
@@ -17,19 +19,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from .cam import Explainer
 from .config import RunConfig, parse_size
 from .errors import RunFailed, StreamcamError
 from .explain import FrameExplainer
-from .models import load_model, resolve_device
-from .pipeline import Pipeline, PipelineOptions
-from .render import OpenCVRenderer, TorchRenderer
-from .sinks import (IMAGE_SUFFIXES, ContactSheetSink, ImageSink, JsonlLog, Sink, VideoFileSink, check_output,
-                    choose_h264_encoder)
-from .sources import AVSource, ImageSource, Source, open_source
+from .formats import IMAGE_SUFFIXES
+from .models import load_model
+from .pipeline import Pipeline
+from .plan import Decoding, RunPlan, cuda_stream, plan_decoding, resolve_device
+from .render import OpenCVRenderer, Renderer, TorchRenderer
+from .sinks import ContactSheetSink, ImageSink, JsonlLog, Outputs, Sink
+from .sources import ImageSource, IterableSource, Source, open_source
 from .stats import RunStats
+from .video_sink import VideoFileSink
 from .window import Window, display_problem
 
 log = logging.getLogger("streamcam")
@@ -39,19 +41,19 @@ log = logging.getLogger("streamcam")
 class RunResult:
     stats: RunStats
     source: str
-    outputs: list[Path] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)  # the files the run really wrote
     stop_reason: str | None = None  # why the run ended before its source did, if it did
     interrupted_by: signal.Signals | None = None  # SIGINT (Ctrl-C) or SIGTERM, when one stopped the run
     expected_frames: int | None = None
+    streams: str | None = None  # which streams were read, when the source has several
+
+    @property
+    def complete(self) -> bool:
+        """The run saw its whole source, or as much of it as --max-frames asked for."""
+        return self.stop_reason is None or self.stop_reason.startswith("--max-frames")
 
 
 SinkFactory = Callable[[Source, Callable[[int], str]], list[Sink]]
-
-
-def frames_stay_on_device(device: torch.device) -> bool:
-    """The GPU path: frames are uploaded once as the decoder's YUV, rendered on the device and downloaded
-    once as the encoder's YUV. On a CPU, OpenCV's uint8 routines render faster than torch."""
-    return device.type == "cuda"
 
 
 def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
@@ -59,50 +61,29 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
     """Run `config` to the end of its source or until stopped. Ctrl-C / SIGTERM stop reading and finish
     cleanly (a second Ctrl-C abandons the frames in flight); outputs are always closed and playable.
     `extra_sinks(source, class_name)` adds sinks of the caller's (e.g. `streamcam check`'s)."""
-    config.validate()
-    if config.output is not None:
-        check_output(config.output, config.source)
-    if config.log is not None:
-        check_output(config.log, config.source, log=True)
-    if config.contact_sheet is not None:
-        check_output(config.contact_sheet, config.source)
+    config.validate(extra_outputs=extra_sinks is not None)
     window_problem = display_problem() if config.show else None
     if window_problem and config.output is None and config.log is None:
         raise StreamcamError(f"cannot show a window: {window_problem}; give -o/--output or --log to run without one")
-    if (not config.show and config.output is None and config.log is None and config.contact_sheet is None
-            and extra_sinks is None):
-        raise StreamcamError("nothing to do: give -o/--output, --log, --contact-sheet or --show")
 
-    camera_size = parse_size(config.camera_size) if config.camera_size else None
     device = resolve_device(config.device)
-    on_device = frames_stay_on_device(device)
-    if config.decoder == "nvdec" and device.type != "cuda":
-        raise StreamcamError("--decoder nvdec hands decoded frames to a model on the GPU; it needs --device cuda")
+    decoding = plan_decoding(config, device)
     with contextlib.ExitStack() as resources:
-        source = resources.enter_context(open_source(
-            config.source, camera_size=camera_size, camera_fps=config.camera_fps,
-            reconnect_timeout=config.reconnect_timeout,
-            decoder=config.decoder if device.type == "cuda" else "software", gpu=device.index or 0))
-        if isinstance(source, AVSource):
-            source.keep_yuv = on_device
+        source = _open(config, decoding, resources)
+        plan = RunPlan.build(config, device, decoding, source.info)
         loaded = load_model(config.model, config.weights, labels=config.labels, device=device,
                             input_size=config.input_size)
-        batch_size = config.batch_size or (1 if source.info.live else 4)
         explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision, align=config.align,
-                              compile=config.compile and batch_size)
+                              compile=config.compile and plan.batch_size)
         frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
-                                boxes=config.box_threshold_value() if config.boxes else None)
-        look = {"view": config.view, "alpha": config.alpha, "colormap": config.colormap, "top_k": config.top_k}
-        renderer = (TorchRenderer(frames.class_name, device, **look) if on_device
-                    else OpenCVRenderer(frames.class_name, **look))
-        sinks = _open_sinks(config, source, frames.class_name, loaded.device)
-        for sink in sinks:
-            resources.callback(sink.close)
+                                boxes=config.box_threshold_value() if config.boxes else None,
+                                stream=cuda_stream(device) if plan.cuda_streams else None)
+        renderer = _renderer(config, plan, frames.class_name)
+        outputs = Outputs(_open_sinks(config, plan, source, frames.class_name, renderer))
+        resources.callback(outputs.close)  # the pipeline closes them; this is for a failure before it runs
         if extra_sinks is not None:
-            for sink in extra_sinks(source, frames.class_name):
-                resources.callback(sink.close)
-                sinks.append(sink)
+            outputs.sinks += extra_sinks(source, frames.class_name)
         window = None
         if config.show:
             if window_problem:
@@ -111,10 +92,10 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
                 window = Window(f"streamcam: {source.info.description}")
                 resources.callback(window.close)
 
-        pipeline = Pipeline(source, frames, renderer, sinks, PipelineOptions(batch_size, config.max_frames), window)
-        result = RunResult(pipeline.stats, source.info.description,
-                           [p for p in (config.output, config.log, config.contact_sheet) if p is not None])
-        expected = source.info.frame_count
+        pipeline = Pipeline(plan, source, frames, renderer, outputs, window)
+        result = RunResult(pipeline.stats, source.info.description, streams=source.streams_report())
+        counts = [video.frame_count for video in source.videos]
+        expected = sum(counts) if None not in counts else None
         if config.max_frames is not None:
             expected = min(expected, config.max_frames) if expected else config.max_frames
         result.expected_frames = expected
@@ -126,16 +107,36 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
             raise
         finally:
             result.stop_reason = pipeline.stop_reason
+            result.outputs = outputs.written()
             if damage := source.damage_report():
                 log.warning(damage)
     return result
 
 
-def _open_sinks(config: RunConfig, source: Source, class_name, device: torch.device) -> list[Sink]:
+def _open(config: RunConfig, decoding: Decoding, resources: contextlib.ExitStack) -> Source:
+    """The source: opened from what the user typed (and closed at the end), or the caller's own."""
+    if isinstance(config.source, Source):
+        return config.source
+    if not isinstance(config.source, str):
+        return IterableSource(config.source, fps=config.fps or 30.0)
+    camera_size = parse_size(config.camera_size) if config.camera_size else None
+    return resources.enter_context(open_source(
+        config.source, decoding=decoding, camera_size=camera_size, camera_fps=config.camera_fps,
+        reconnect_timeout=config.reconnect_timeout, video_stream=config.video_stream_value(), fps=config.fps))
+
+
+def _renderer(config: RunConfig, plan: RunPlan, class_name: Callable[[int], str]) -> Renderer:
+    look = {"view": config.view, "alpha": config.alpha, "colormap": config.colormap, "top_k": config.top_k}
+    if plan.render_on_device:
+        return TorchRenderer(class_name, plan.device, cuda_stream(plan.device) if plan.cuda_streams else None, **look)
+    return OpenCVRenderer(class_name, **look)
+
+
+def _open_sinks(config: RunConfig, plan: RunPlan, source: Source, class_name, renderer: Renderer) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         if config.log is not None:
-            sinks.append(JsonlLog(config.log, class_name))
+            sinks.append(JsonlLog(config.log, class_name, cameras=len(source.videos)))
         if config.contact_sheet is not None:
             sinks.append(ContactSheetSink(config.contact_sheet))
         if config.output is not None:
@@ -146,9 +147,9 @@ def _open_sinks(config: RunConfig, source: Source, class_name, device: torch.dev
                                          "give a folder or a video file")
                 sinks.append(ImageSink(output))
             else:
-                encoder = choose_h264_encoder(config.encoder, on_gpu=device.type == "cuda")
-                sinks.append(VideoFileSink(output, source.info, audio=source.audio, crf=config.crf, preset=config.preset,
-                                           h264_encoder=encoder))
+                sizes = [renderer.output_size(video.width, video.height) for video in source.videos]
+                sinks.append(VideoFileSink(output, source.videos, copied=source.copied, encoding=plan.encoding,
+                                           sizes=sizes))
     except BaseException:
         for sink in sinks:
             sink.close()

@@ -22,21 +22,25 @@ import contextlib
 import dataclasses
 import glob
 import json
+import signal
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from . import api
 from .config import RunConfig
-from .errors import StreamcamError
+from .errors import RunFailed, StreamcamError
+from .formats import IMAGE_SUFFIXES, VIDEO_CODECS
 from .metrics import mask_energy_share, mask_iou, region_mask
+from .render import RenderedFrame
 from .roi import RegionSpec, load_roi
-from .sinks import VIDEO_CODECS, RenderedFrame, Sink, VideoFileSink, check_output
-from .sources import IMAGE_SUFFIXES, Source
+from .sinks import Sink, check_output
+from .sources import Source
+from .video_sink import VideoFileSink
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,12 @@ class ClipReport:
     failures: list[str]
     objects: list[dict[str, object]] = field(default_factory=list)  # per annotated object: name, summary, failures
     failing_video: Path | None = None
+    incomplete: str | None = None  # why not every frame was checked ("interrupted (SIGTERM) after 158 of 250 frames")
 
     @property
     def passed(self) -> bool:
-        return not self.failures and all(not obj["failures"] for obj in self.objects)
+        """A clip passes only when every frame was seen and every threshold is met."""
+        return self.incomplete is None and not self.failures and all(not obj["failures"] for obj in self.objects)
 
 
 @dataclass
@@ -85,6 +91,7 @@ class CheckReport:
     clips: list[ClipReport]
     thresholds: Thresholds
     target: str | None = None
+    interrupted_by: signal.Signals | None = None  # SIGINT or SIGTERM, when one stopped the check
 
     @property
     def passed(self) -> bool:
@@ -95,12 +102,14 @@ class CheckReport:
         rows = [row for clip in self.clips for row in clip.rows]
         overall = summarize(rows)
         overall.update(frames=sum(clip.summary["frames"] for clip in self.clips), clips=len(self.clips),
-                       failed_clips=sum(not clip.passed for clip in self.clips))
+                       failed_clips=sum(not clip.passed for clip in self.clips),
+                       incomplete_clips=sum(clip.incomplete is not None for clip in self.clips))
         return overall
 
     def failures(self) -> list[str]:
-        """One line per failed clip or object, for assertion messages."""
-        lines = [f"{clip.source}: {'; '.join(clip.failures)}" for clip in self.clips if clip.failures]
+        """One line per failed or incomplete clip or object, for assertion messages."""
+        lines = [f"{clip.source}: incomplete: {clip.incomplete}" for clip in self.clips if clip.incomplete]
+        lines += [f"{clip.source}: {'; '.join(clip.failures)}" for clip in self.clips if clip.failures]
         lines += [f"{clip.source} {obj['name']}: {'; '.join(obj['failures'])}"
                   for clip in self.clips for obj in clip.objects if obj["failures"]]
         return lines
@@ -111,8 +120,10 @@ class CheckReport:
             "thresholds": {"min_share": self.thresholds.min_share, "min_pointing": self.thresholds.min_pointing},
             "class": self.target,
             "summary": self.summary,
+            "complete": all(clip.incomplete is None for clip in self.clips),
             "clips": [{
-                "source": clip.source, "passed": clip.passed, "failures": clip.failures, "summary": clip.summary,
+                "source": clip.source, "passed": clip.passed, "incomplete": clip.incomplete,
+                "failures": clip.failures, "summary": clip.summary,
                 "objects": clip.objects, "failing_video": str(clip.failing_video) if clip.failing_video else None,
                 "frames": clip.rows,
             } for clip in self.clips],
@@ -122,10 +133,10 @@ class CheckReport:
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
 
     def write_junit(self, path: Path) -> None:
-        """JUnit XML: one test case per clip, or per annotated object when the annotations name objects."""
+        """JUnit XML: one test case per clip, or per annotated object when the annotations name objects. The
+        cases of a clip that was not checked to its end are errors, whatever their numbers so far."""
         suite = ET.Element("testsuite", name="streamcam check")
-        cases = 0
-        failed = 0
+        cases = failed = errors = 0
         for clip in self.clips:
             entries = clip.objects or [{"name": "", "summary": clip.summary, "failures": clip.failures}]
             if clip.objects and clip.failures:  # a clip-level failure still shows
@@ -135,11 +146,15 @@ class CheckReport:
                 name = f"{clip.source} {entry['name']}".strip()
                 case = ET.SubElement(suite, "testcase", classname="streamcam.check", name=name)
                 ET.SubElement(case, "system-out").text = json.dumps(entry["summary"])
-                if entry["failures"]:
+                if clip.incomplete:
+                    errors += 1
+                    ET.SubElement(case, "error", message=f"incomplete: {clip.incomplete}", type="incomplete")
+                elif entry["failures"]:
                     failed += 1
                     ET.SubElement(case, "failure", message="; ".join(entry["failures"])).text = json.dumps(entry["summary"])
         suite.set("tests", str(cases))
         suite.set("failures", str(failed))
+        suite.set("errors", str(errors))
         root = ET.Element("testsuites")
         root.append(suite)
         ET.indent(root)
@@ -164,8 +179,7 @@ class CheckSink(Sink):
         regions = self.regions.regions(frame.index, width, height)
         if not regions:
             return
-        # The map as the viewer sees it: upsampled to the frame.
-        heatmap = cv2.resize(explained.maps[0].float().cpu().numpy(), (width, height), interpolation=cv2.INTER_LINEAR)
+        heatmap = explained.geometry.upsample(explained.maps[0].float().cpu().numpy())  # as the viewer sees it
         hottest = explained.boxes[0] if explained.boxes else None
         hottest_mask = region_mask((height, width), hottest) if hottest else np.zeros((height, width), bool)
         x, y = explained.peak
@@ -242,24 +256,83 @@ def check(sources: str | Path | Iterable[str | Path], roi: str | RegionSpec, *, 
                    for index, source in enumerate(source_list)]
     for path in filter(None, video_paths):
         check_output(path, "")
-    clips = []
-    for source, video_path in zip(source_list, video_paths):
-        sinks: list[CheckSink] = []
+    report = CheckReport([], thresholds, target)
+    with _interruptible() as interrupted:
+        for source, video_path in zip(source_list, video_paths):
+            if report.interrupted_by is not None:  # the clips after an interruption are not checked at all
+                report.clips.append(ClipReport(source, [], summarize([]), [], incomplete="not checked: interrupted"))
+                continue
+            clip_config = dataclasses.replace(base, source=source)
+            sink, incomplete = _check_clip(clip_config, regions, thresholds, video_path, on_clip, interrupted)
+            report.interrupted_by = interrupted.signal
+            report.clips.append(_clip_report(source, sink, thresholds, video_path, target is not None, incomplete))
+    return report
 
-        def make_sinks(opened: Source, class_name: Callable[[int], str]) -> list[Sink]:
-            video = VideoFileSink(video_path, opened.info) if video_path else None
-            sinks.append(CheckSink(regions, thresholds, class_name, video))
-            return sinks
 
-        clip_config = dataclasses.replace(base, source=source)
-        with on_clip(source) if on_clip else contextlib.nullcontext() as on_tick:
-            api.run(clip_config, extra_sinks=make_sinks, on_tick=on_tick)
-        clips.append(_clip_report(source, sinks[0], thresholds, video_path, explained_target=target is not None))
-    return CheckReport(clips, thresholds, target)
+def _check_clip(config: RunConfig, regions: RegionSpec, thresholds: Thresholds, video_path: Path | None,
+                on_clip, interrupted: _Interruption) -> tuple[CheckSink, str | None]:
+    """Run one clip with a CheckSink; the sink, and why the clip was not seen to its end (None if it was)."""
+    sinks: list[CheckSink] = []
+
+    def make_sinks(opened: Source, class_name: Callable[[int], str]) -> list[Sink]:
+        video = VideoFileSink(video_path, opened.videos) if video_path else None
+        sinks.append(CheckSink(regions, thresholds, class_name, video))
+        return sinks
+
+    def checked() -> CheckSink:
+        return sinks[0] if sinks else CheckSink(regions, thresholds, str)  # the run ended before making it
+
+    with on_clip(config.source) if on_clip else contextlib.nullcontext() as on_tick:
+        try:
+            result = api.run(config, extra_sinks=make_sinks, on_tick=on_tick)
+        except _Interrupted as stop:  # before the clip's frames flowed (loading the model): nothing seen
+            interrupted.signal = stop.signal
+            return checked(), f"interrupted ({stop.name}) before its first frame"
+        except RunFailed as error:
+            seen = error.result.stats.written if error.result is not None else 0
+            return checked(), f"{error} (after {seen} frames)"
+    if result.interrupted_by is not None:
+        interrupted.signal = result.interrupted_by
+    if result.complete:
+        return checked(), None
+    of = f" of {result.expected_frames}" if result.expected_frames else ""
+    return checked(), f"{result.stop_reason} after {result.stats.written}{of} frames"
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signal = signal.Signals(signum)
+        self.name = "Ctrl-C" if signum == signal.SIGINT else self.signal.name
+
+
+@dataclass
+class _Interruption:
+    signal: signal.Signals | None = None
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Between clips, and while a clip's model loads, Ctrl-C or SIGTERM ends the check with a report
+    (api.run handles them itself while frames flow). Signals are the main thread's only."""
+    interruption = _Interruption()
+    if threading.current_thread() is not threading.main_thread():
+        yield interruption
+        return
+
+    def handler(signum, frame):
+        raise _Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interruption
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _clip_report(source: str, sink: CheckSink, thresholds: Thresholds, video: Path | None,
-                 explained_target: bool) -> ClipReport:
+                 explained_target: bool, incomplete: str | None) -> ClipReport:
     # With a --class every frame explains that class, and how often it is also the top-1 is worth knowing.
     target = sink.rows[0]["class"] if explained_target and sink.rows else None
     summary = summarize(sink.rows, target)
@@ -276,7 +349,7 @@ def _clip_report(source: str, sink: CheckSink, thresholds: Thresholds, video: Pa
         object_summary = summarize(rows, target)
         objects.append({"name": name, "summary": object_summary, "failures": thresholds.failures(object_summary)})
     return ClipReport(source, sink.rows, summary, thresholds.failures(summary), objects,
-                      video if video and video.exists() else None)
+                      video if video and video.exists() else None, incomplete)
 
 
 def _failing_video_path(output: Path | None, source: str, index: int, count: int) -> Path | None:

@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,14 +24,14 @@ app = typer.Typer(
 DEFAULT = RunConfig()
 
 # Options shared by `run` and `webcam`. Defaults come from RunConfig, so the help tells the truth.
-Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the annotated video here (.mp4, .mkv, .mov, .webm, ...), or images into this folder.")]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write the annotated video here (.mp4, .mkv, .mov, .webm, ...), or images into this folder.")]
 Model = Annotated[str, typer.Option(help="demo (bundled, offline) or a torchvision classifier (see `streamcam models`).")]
 Weights = Annotated[str, typer.Option(help="pretrained (ImageNet, downloaded once; demo: its bundled training), imagenet, none (random), or a checkpoint PATH.")]
-Labels = Annotated[Optional[Path], typer.Option(help="Class names: a text file (one per line) or JSON list.")]
+Labels = Annotated[Path | None, typer.Option(help="Class names: a text file (one per line) or JSON list.")]
 Method = Annotated[str, typer.Option(help="Explanation method (see `streamcam methods`).")]
-Layer = Annotated[Optional[str], typer.Option(help="Layer to explain, e.g. layer4 or layer3.5 (see `streamcam layers MODEL`). \\[default: last feature map before pooling]")]
+Layer = Annotated[str | None, typer.Option(help="Layer to explain, e.g. layer4 or layer3.5 (see `streamcam layers MODEL`). \\[default: last feature map before pooling]")]
 Align = Annotated[str, typer.Option(help="Where layer cells sit when maps are upsampled: image (as pytorch-grad-cam) or receptive-field (at their receptive fields' centres; half a cell up and left).")]
-Target = Annotated[Optional[str], typer.Option(help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")]
+Target = Annotated[str | None, typer.Option(help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")]
 TopK = Annotated[int, typer.Option("--top-k", help="Classes listed on the frame; with --view grid, maps shown.")]
 Alpha = Annotated[float, typer.Option(help="Heatmap opacity, 0..1.")]
 Colormap = Annotated[str, typer.Option(help="jet, turbo, inferno or viridis.")]
@@ -39,21 +39,23 @@ View = Annotated[str, typer.Option(help="overlay, side (original | overlay) or g
 Boxes = Annotated[bool, typer.Option(help="Draw boxes around the heatmap's hot regions, and log them.")]
 BoxThreshold = Annotated[str, typer.Option("--box-threshold", help="Where a hot region starts: a fraction of the map's maximum, or otsu.")]
 Smooth = Annotated[float, typer.Option(help="Temporal smoothing of maps against flicker, 0 (off) .. <1 (strong).")]
-InputSize = Annotated[Optional[int], typer.Option("--input-size", help="Model input short side in pixels (aspect kept, nothing cropped). \\[default: the checkpoint's training size, else 224]")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per forward pass. \\[default: 1 for live sources, 4 for files]")]
+InputSize = Annotated[int | None, typer.Option("--input-size", help="Model input short side in pixels (aspect kept, nothing cropped). \\[default: the checkpoint's training size, else 224]")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Frames per forward pass. \\[default: 1 for live sources, 4 for files]")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option(help="auto (bf16 on GPUs and on CPUs with bf16 instructions, fp16 on older GPUs, else fp32), fp32, bf16 or fp16.")]
 Compile = Annotated[bool, typer.Option(help="Compile the model's forward pass with torch.compile (CUDA graphs on a GPU): compiling takes tens of seconds, so it pays on long runs only. Only where no backward pass is needed (the default layer).")]
 Crf = Annotated[int, typer.Option(help="Video quality: 0 (lossless) .. 51; lower is better and bigger.")]
-Preset = Annotated[Optional[str], typer.Option(help="x264 speed preset. \\[default: veryfast for files, ultrafast for live]")]
+Preset = Annotated[str | None, typer.Option(help="x264 speed preset. \\[default: veryfast for files, ultrafast for live]")]
 Encoder = Annotated[str, typer.Option(help="H.264 encoder: auto (NVENC when the model runs on a GPU that has one, checked with a one-frame test; else libx264), libx264 or nvenc.")]
 Decoder = Annotated[str, typer.Option(help="Video decoding: auto (NVDEC when the model runs on a GPU and NVDEC opens; else the CPU, said in one line), software or nvdec.")]
-MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")]
-Log = Annotated[Optional[Path], typer.Option(help="Write one JSON line per frame here: classes, probabilities, heatmap peak, latency.")]
-ContactSheet = Annotated[Optional[Path], typer.Option("--contact-sheet", help="Write a PNG grid of 8 rendered frames spread over the run.")]
-Config = Annotated[Optional[Path], typer.Option(help="YAML preset (see configs/); flags given here override it.")]
-CameraSize = Annotated[Optional[str], typer.Option("--camera-size", help="Camera resolution, e.g. 1280x720. \\[default: the camera's]")]
-CameraFps = Annotated[Optional[float], typer.Option("--camera-fps", help="Camera frame rate. \\[default: the camera's]")]
+VideoStream = Annotated[str, typer.Option("--video-stream", help="Which video stream of a file with several (dual-camera dashcams): 0, 1, ..., or all (each explained, one output stream per camera).")]
+Fps = Annotated[float | None, typer.Option("--fps", help="Frame rate of a stream without timestamps (a raw .h264 or .hevc file). \\[default: the rate the stream gives]")]
+MaxFrames = Annotated[int | None, typer.Option("--max-frames", help="Stop after this many frames.")]
+Log = Annotated[Path | None, typer.Option(help="Write one JSON line per frame here: classes, probabilities, heatmap peak, latency.")]
+ContactSheet = Annotated[Path | None, typer.Option("--contact-sheet", help="Write a PNG grid of 8 rendered frames spread over the run.")]
+Config = Annotated[Path | None, typer.Option(help="YAML preset (see configs/); flags given here override it.")]
+CameraSize = Annotated[str | None, typer.Option("--camera-size", help="Camera resolution, e.g. 1280x720. \\[default: the camera's]")]
+CameraFps = Annotated[float | None, typer.Option("--camera-fps", help="Camera frame rate. \\[default: the camera's]")]
 ReconnectTimeout = Annotated[float, typer.Option("--reconnect-timeout", help="Seconds a dropped stream or camera may stay away (reconnecting, shown as stalled) before the run ends; 0 ends it at once.")]
 Debug = Annotated[bool, typer.Option(help="Show full tracebacks.")]
 
@@ -69,6 +71,7 @@ def _options(
     precision: Precision = DEFAULT.precision, compile: Compile = DEFAULT.compile, crf: Crf = DEFAULT.crf, preset: Preset = None,
     encoder: Encoder = DEFAULT.encoder, decoder: Decoder = DEFAULT.decoder,
     camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
+    video_stream: VideoStream = str(DEFAULT.video_stream), fps: Fps = None,
     max_frames: MaxFrames = None, log: Log = None, contact_sheet: ContactSheet = None, config: Config = None,
     debug: Debug = False,
 ) -> None:
@@ -113,7 +116,7 @@ def webcam(
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Annotated video; the contact sheet goes beside it as NAME_sheet.png.")] = Path("demo.mp4"),
     seconds: Annotated[float, typer.Option(help="Length of the generated clip.")] = 8.0,
-    show: Annotated[Optional[bool], typer.Option(help="Show a window. \\[default: when there is a display]")] = None,
+    show: Annotated[bool | None, typer.Option(help="Show a window. \\[default: when there is a display]")] = None,
     method: Method = DEFAULT.method,
     smooth: Smooth = 0.3,
     device: Device = DEFAULT.device,
@@ -143,12 +146,12 @@ def demo(
 def check(
     sources: Annotated[list[str], typer.Argument(help="Clips to check: files, folders of clips, quoted globs (\"clips/*.mp4\"), streams.")],
     roi: Annotated[str, typer.Option(help="Where the heatmap should be: x0,y0,x1,y1 (pixels, or fractions of the frame), a mask image, or per-frame boxes (.json/.csv).")],
-    class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")] = None,
-    min_share: Annotated[Optional[float], typer.Option("--min-share", help="Pass when the map's mean energy share inside the region is at least this. \\[default: not checked]")] = None,
+    class_name: Annotated[str | None, typer.Option("--class", help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")] = None,
+    min_share: Annotated[float | None, typer.Option("--min-share", help="Pass when the map's mean energy share inside the region is at least this. \\[default: not checked]")] = None,
     min_pointing: Annotated[float, typer.Option("--min-pointing", help="Pass when at least this share of frames has the map's peak inside the region.")] = 0.8,
-    report: Annotated[Optional[Path], typer.Option(help="Write the JSON report here: per-frame metrics and summaries.")] = None,
-    junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here: one test case per clip, or per annotated object.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the failing frames, annotated: a video for one clip, else a folder.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report here: per-frame metrics and summaries.")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here: one test case per clip, or per annotated object.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the failing frames, annotated: a video for one clip, else a folder.")] = None,
     model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
     method: Method = DEFAULT.method, layer: Layer = None,
     align: Annotated[str, typer.Option(help="image or receptive-field; see `run --help`.")] = "receptive-field",
@@ -177,6 +180,8 @@ def check(
         result.write_json(report)
     if junit is not None:
         result.write_junit(junit)
+    if result.interrupted_by is not None:
+        _exit(128 + result.interrupted_by)  # 130 for Ctrl-C, 143 for SIGTERM: never a pass
     if not result.passed:
         raise typer.Exit(1)
 
@@ -270,7 +275,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", fg="red", err=True)
         sys.exit(130)
-    except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as error:
         if debug:
             raise
         typer.secho(f"error: {type(error).__name__}: {error} (--debug shows the traceback)", fg="red", err=True)

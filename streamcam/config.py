@@ -8,10 +8,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from .errors import StreamcamError, unknown_name
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .sources import Source
 
 VIEWS = ("overlay", "side", "grid")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -19,7 +25,9 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 
 @dataclass
 class RunConfig:
-    source: str = ""
+    # what the user typed (a file, folder, URL, camera, lavfi:GRAPH), or, from Python, a Source or any
+    # iterable of frames (sources.IterableSource)
+    source: str | Source | Iterable = ""
     output: Path | None = None
     show: bool = False
     # model and explanation
@@ -28,7 +36,7 @@ class RunConfig:
     labels: Path | None = None
     method: str = "gradcam"
     layer: str | None = None
-    align: str = "image"  # where layer cells sit when maps are upsampled; see cam.maps
+    align: str = "image"  # where layer cells sit when maps are upsampled; see cam/cells.py
     target: str | None = None  # a class name or index; None explains each frame's top-1 class
     top_k: int = 1  # classes listed on the frame (and maps in the grid view)
     # rendering
@@ -37,7 +45,7 @@ class RunConfig:
     view: str = "overlay"
     smooth: float = 0.0
     boxes: bool = False  # draw (and log) boxes around the map's hot regions
-    box_threshold: str = "0.5"  # a fraction of the map's maximum, or "otsu"
+    box_threshold: float | str = 0.5  # a fraction of the map's maximum, or "otsu"
     # compute
     input_size: int | None = None  # None: what the checkpoint was trained at, else 224
     batch_size: int | None = None  # None: 1 for live sources (latency), 4 for files (throughput)
@@ -53,18 +61,23 @@ class RunConfig:
     camera_size: str | None = None  # "1280x720"; None keeps the camera's default
     camera_fps: float | None = None
     reconnect_timeout: float = 30.0  # seconds a dropped stream or camera may stay away before the run ends
+    # the source's video
+    video_stream: int | str = 0  # which camera of a file with several (0, 1, ...), or "all"
+    fps: float | None = None  # the frame rate of a stream without timestamps (raw .h264); None: its own
     # run control
     max_frames: int | None = None
     log: Path | None = None
     contact_sheet: Path | None = None  # a PNG grid of frames sampled across the run
 
-    def validate(self) -> RunConfig:
-        """Raise a StreamcamError naming the first option that is out of range."""
+    def validate(self, extra_outputs: bool = False) -> RunConfig:
+        """Raise a StreamcamError naming the first option that is out of range, that does not go with
+        another, or whose output cannot be written; before anything opens. `extra_outputs`: the caller
+        adds sinks of its own (`streamcam check`)."""
         from .cam import METHODS
         from .cam.maps import ALIGNMENTS
+        from .plan import DECODERS, ENCODERS, PRECISIONS
         from .render import COLORMAPS
-        from .sinks import ENCODERS
-        from .sources import DECODERS
+        from .sinks import check_output
 
         checks = [
             (0.0 <= self.alpha <= 1.0, f"--alpha must be between 0 and 1, got {self.alpha}"),
@@ -75,7 +88,10 @@ class RunConfig:
             (0 <= self.crf <= 51, f"--crf must be between 0 and 51, got {self.crf}"),
             (self.max_frames is None or self.max_frames >= 1, f"--max-frames must be at least 1, got {self.max_frames}"),
             (self.camera_fps is None or self.camera_fps > 0, f"--camera-fps must be positive, got {self.camera_fps}"),
+            (self.fps is None or self.fps > 0, f"--fps must be positive, got {self.fps}"),
             (self.reconnect_timeout >= 0, f"--reconnect-timeout must be 0 or more, got {self.reconnect_timeout}"),
+            (not (self.view == "grid" and self.target is not None),
+             "--target picks one class; the grid view shows the top-k classes (--top-k)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -84,14 +100,28 @@ class RunConfig:
             ("view", self.view, VIEWS), ("colormap", self.colormap, COLORMAPS),
             ("method", self.method, METHODS), ("preset", self.preset or "veryfast", PRESETS),
             ("alignment", self.align, ALIGNMENTS), ("encoder", self.encoder, ENCODERS),
-            ("decoder", self.decoder, DECODERS),
+            ("decoder", self.decoder, DECODERS), ("precision", self.precision, PRECISIONS),
         ]:
             if value not in valid:
                 raise unknown_name(kind, value, valid)
         if self.camera_size is not None:
             parse_size(self.camera_size)
         self.box_threshold_value()
+        self.video_stream_value()
+        outputs = [self.output, self.log, self.contact_sheet]
+        if not self.show and outputs == [None] * 3 and not extra_outputs:
+            raise StreamcamError("nothing to do: give -o/--output, --log, --contact-sheet or --show")
+        for output, is_log in zip(outputs, (False, True, False)):
+            if output is not None:
+                check_output(output, self.source, log=is_log)
         return self
+
+    def video_stream_value(self) -> int | str:
+        """--video-stream as the source takes it: an index, or "all"."""
+        value = str(self.video_stream).lower()
+        if value == "all" or value.isdigit():
+            return value if value == "all" else int(value)
+        raise StreamcamError(f"--video-stream must be a stream number (0, 1, ...) or all, got {self.video_stream!r}")
 
     def box_threshold_value(self) -> float | str:
         """--box-threshold as the metrics take it: a float in (0, 1], or "otsu"."""
@@ -148,7 +178,7 @@ def load_preset(path: str | Path) -> dict[str, object]:
         key = str(key_node.value).replace("-", "_")
         if key not in FIELDS or key == "source":
             raise _unknown_key(path, line, key_node.value)
-        value = yaml.safe_load(yaml.serialize(value_node))
+        value = yaml.SafeLoader("").construct_object(value_node, deep=True)
         values[key] = _coerce(path, line, key, value)
     return values
 
@@ -160,18 +190,28 @@ def _unknown_key(path: Path, line: int, key: object) -> StreamcamError:
 
 
 def _coerce(path: Path, line: int, key: str, value: object) -> object:
-    """Check a preset value's type against the RunConfig field and convert paths."""
-    annotation = str(FIELDS[key].type)
+    """A preset value in its natural YAML type, checked against the RunConfig field's annotation (a union
+    takes the first type that fits) and converted: numbers to floats, names to paths, and a class index
+    (an int) to the string the command line would give."""
+    kinds = [kind.strip() for kind in str(FIELDS[key].type).split("|")]
     if value is None:
-        if "None" not in annotation:
+        if "None" not in kinds:
             raise StreamcamError(f"{path} line {line}: {key} cannot be empty")
         return None
-    expected = {"bool": bool, "int": int, "float": (int, float), "str": (str, int), "Path": str}
-    base = annotation.split(" |")[0]
-    if base in expected and (not isinstance(value, expected[base]) or (base != "bool" and isinstance(value, bool))):
-        raise StreamcamError(f"{path} line {line}: {key} must be a {base}, got {value!r}")
-    if base == "Path":
-        return Path(value)
-    if base == "str":
-        return str(value)
-    return float(value) if base == "float" else value
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    for kind in kinds:
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "int" and is_number and isinstance(value, int):
+            return value
+        if kind == "float" and is_number:
+            return float(value)
+        if kind == "str" and (isinstance(value, str) or (is_number and isinstance(value, int))):
+            return str(value)
+        if kind == "Path" and isinstance(value, str):
+            return Path(value)
+    wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds if kind != "None")
+    raise StreamcamError(f"{path} line {line}: {key} must be {wanted}, got {value!r}")
+
+
+_KIND_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a name", "Path": "a path"}

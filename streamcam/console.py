@@ -58,15 +58,14 @@ class RunProgress:
             self.progress.stop()
 
     def _start(self, pipeline: Pipeline) -> None:
-        info = pipeline.source.info
-        self.live = info.live
+        self.live = pipeline.plan.live
         if self.live:
             columns = [TextColumn("[bold]live[/]"), TextColumn("{task.description}"), TimeElapsedColumn()]
             total = None
         else:
             columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-            counts = [n for n in (info.frame_count, self.max_frames) if n]
+            counts = [n for n in (sum(v.frame_count or 0 for v in pipeline.source.videos), self.max_frames) if n]
             total = min(counts) if counts else None
         self.progress = Progress(*columns, console=stderr)
         self.task = self.progress.add_task("starting", total=total)
@@ -79,7 +78,7 @@ class RunProgress:
         fps = stats.output_fps.fps()
         parts = [f"{fps:.1f} fps" if fps else "warming up"]
         if self.live:
-            parts += [f"{stats.written} frames", f"dropped {pipeline.dropped}"]
+            parts += [f"{stats.written} frames", f"dropped {stats.dropped}"]
             if stats.recent_latencies:
                 parts.append(f"latency {stats.latency_ms(50, recent=True):.0f} ms")
         if pipeline.source.stalled_since is not None:
@@ -94,6 +93,8 @@ def print_summary(result: RunResult) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("source", result.source)
+    if result.streams:
+        table.add_row("streams read", result.streams)
     for label, value in result.stats.summary():
         table.add_row(label, value)
     if result.stop_reason:
@@ -116,11 +117,19 @@ def print_check(report) -> None:
         entries = [(clip.source, clip.summary, clip.failures)]
         entries += [(f"  {obj['name']}", obj["summary"], obj["failures"]) for obj in clip.objects]
         for name, summary, failures in entries:
-            verdict = "[red]FAIL[/] " + "; ".join(failures) if failures else "[green]pass[/]"
+            if clip.incomplete:
+                verdict = f"[red]INCOMPLETE[/] {clip.incomplete}"
+            else:
+                verdict = "[red]FAIL[/] " + "; ".join(failures) if failures else "[green]pass[/]"
             table.add_row(name, str(summary["frames"]), f"{summary['share']:.3f}", f"{summary['pointing']:.3f}",
                           f"{summary['iou']:.3f}", verdict)
     stdout.print(table)
     for clip in report.clips:
         if clip.failing_video:
             stdout.print(f"failing frames of {clip.source}: {clip.failing_video}")
-    stdout.print("[green]passed[/]" if report.passed else f"[red]failed[/]: {len(report.failures())} of the checks above")
+    incomplete = [clip for clip in report.clips if clip.incomplete]
+    if incomplete:
+        stdout.print(f"[red]incomplete[/]: {len(incomplete)} of {len(report.clips)} clips not checked to their end "
+                     f"({incomplete[0].source}: {incomplete[0].incomplete}); the check does not pass")
+    else:
+        stdout.print("[green]passed[/]" if report.passed else f"[red]failed[/]: {len(report.failures())} of the checks above")

@@ -22,6 +22,7 @@ from torch import nn
 
 from . import yuv
 from .errors import StreamcamError, WeightsUnavailableError, unknown_name
+from .plan import resizes_in_uint8, resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,19 +38,6 @@ DEMO_MODEL = "demo"
 def available_models() -> list[str]:
     """"demo" (bundled, offline) and torchvision's image classification models."""
     return [DEMO_MODEL] + sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' means the first CUDA GPU when there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise StreamcamError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise StreamcamError(f"device {device!r} asked for, but this machine has no usable CUDA GPU")
-    return resolved
 
 
 @dataclass(frozen=True)
@@ -105,7 +93,7 @@ class Preprocess:
         size = size or self.input_size(*images.shape[-2:])
         if size == tuple(images.shape[-2:]):
             return images
-        if images.device.type != "cpu":
+        if not resizes_in_uint8(images.device):
             images = images.float()
         return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
 
@@ -226,7 +214,7 @@ def _load_checkpoint(name: str, build, path: Path) -> tuple[nn.Module, tuple[str
         # A whole pickled nn.Module needs full unpickling, which runs code from the file. The user
         # named this file as their model, so it is trusted like any code they run.
         loaded = _torch_load(path, weights_only=False)
-    except Exception as error:  # torch raises many types for files that are not checkpoints
+    except Exception as error:  # noqa: BLE001 - torch raises many types for files that are not checkpoints
         raise StreamcamError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
 
     class_names, input_size = None, None
@@ -256,7 +244,7 @@ def _load_checkpoint(name: str, build, path: Path) -> tuple[nn.Module, tuple[str
 def _torch_load(path: Path, weights_only: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - as above
         raise StreamcamError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
 
 

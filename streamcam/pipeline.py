@@ -1,19 +1,23 @@
-"""Decode, explain, render and write at once: one thread per stage, linked by bounded queues.
+"""Decode, explain, render and write at once: one thread per stage, linked by hand-offs.
 
     capture ──► explain ──► render ──► write (video, images, log)
-                                   └─► display slot ──► window (main thread)
+                                   └─► display ──► window (main thread)
 
-- A finite source (file, images) never loses a frame: queues block, and back-pressure paces the reader.
-- A live source (camera, stream, lavfi) never builds latency: capture hands over through a one-slot
-  "newest frame wins" buffer, and the frames it replaces are counted as dropped.
+- A file run never loses a frame: hand-offs block when full, and back-pressure paces the reader.
+- A live run never builds latency: every hand-off keeps its newest frames and drops the oldest (counted
+  as stale). The explain stage takes up to --batch-size of the newest frames at once. The window gets
+  each rendered frame as it is made, whatever the encoder is doing, and a slow encoder drops stale
+  frames from the recording instead of holding the window (or the capture) back.
 - `stop()` (Ctrl-C, q, --max-frames, a lost stream) stops reading; what is in flight is still written,
-  then every sink is closed. `abort()` (a second Ctrl-C, a failing stage) closes the sinks at once and
-  leaves the frames in flight. An exception in any stage is re-raised on the main thread.
+  then the outputs are closed. `abort()` (a second Ctrl-C, a failing stage, an exception on the main
+  thread) leaves the frames in flight and closes the outputs at once. An exception in any stage is
+  re-raised on the main thread, after every stage has stopped and the outputs are closed, once.
+- Every frame read is accounted for: read = written + dropped, each drop with its reason (stats.py).
 """
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -21,49 +25,70 @@ from dataclasses import dataclass, field
 
 from .errors import RunFailed
 from .explain import FrameExplainer
-from .render import Renderer
-from .sinks import RenderedFrame, Sink
+from .plan import RunPlan
+from .render import RenderedFrame, Renderer
+from .sinks import Outputs
 from .sources import Source
 from .stats import RunStats
 from .window import Window
 
-_END = object()  # end of stream, passed down the stages
-_POLL = 0.1  # seconds: every blocking queue call wakes this often to notice a stop or a failure
+_POLL = 0.1  # seconds: every blocking wait wakes this often to notice an abort
 
 
-class LatestSlot:
-    """A one-item hand-off where a newer item replaces an unread one (live sources, the display)."""
+class Handoff:
+    """Items from one stage to the next, at most `capacity` of them. When full, a `newest_wins` hand-off
+    (live) drops its oldest item and calls `on_stale`; otherwise `put` waits for room. `close()` marks
+    the end: the reader still gets what is left, then None."""
 
-    def __init__(self):
-        self._item: object = None
-        self._full = False
-        self._condition = threading.Condition()
-        self.replaced = 0
+    def __init__(self, capacity: int, newest_wins: bool, on_stale: Callable[[int], None] | None = None):
+        self.capacity = capacity
+        self.newest_wins = newest_wins
+        self.on_stale = on_stale or (lambda count: None)
+        self.items: collections.deque = collections.deque()
+        self.closed = False  # the writer's end: no more items
+        self.abandoned = False  # the reader's end: it has exited, so a put must not wait for it
+        self._changed = threading.Condition()
 
-    def put(self, item: object) -> None:
-        with self._condition:
-            if self._full and self._item is not _END:
-                self.replaced += 1
-            if not (self._full and self._item is _END):  # the end marker is never overwritten
-                self._item, self._full = item, True
-            self._condition.notify()
+    def put(self, item: object, aborting: threading.Event) -> bool:
+        """Hand `item` on; False when it cannot be delivered (aborting, or the reader has exited)."""
+        with self._changed:
+            while len(self.items) >= self.capacity and not self.newest_wins:
+                if aborting.is_set() or self.abandoned:
+                    return False
+                self._changed.wait(_POLL)
+            if len(self.items) >= self.capacity:
+                self.items.popleft()
+                self.on_stale(1)
+            self.items.append(item)
+            self._changed.notify_all()
+            return True
 
-    def get(self, timeout: float) -> object:
-        with self._condition:
-            if not self._full and not self._condition.wait_for(lambda: self._full, timeout):
-                raise queue.Empty
-            self._full = False
-            return self._item
+    def take(self, most: int, aborting: threading.Event, timeout: float | None = None) -> list | None:
+        """Up to `most` items (the oldest first), waiting for one; None at the end or on abort, [] when
+        `timeout` seconds pass without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not self.items:
+                if self.closed or aborting.is_set():
+                    return None
+                if deadline is not None and time.monotonic() >= deadline:
+                    return []
+                self._changed.wait(_POLL if deadline is None else max(0.0, min(_POLL, deadline - time.monotonic())))
+            if aborting.is_set():
+                return None
+            batch = [self.items.popleft() for _ in range(min(most, len(self.items)))]
+            self._changed.notify_all()
+            return batch
 
-    def get_nowait(self) -> object:
-        return self.get(timeout=0)
+    def close(self) -> None:
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
 
-
-@dataclass
-class PipelineOptions:
-    batch_size: int = 1
-    max_frames: int | None = None
-    queue_size: int = 4  # frames buffered between stages: bounds memory (a 4K frame is 25 MB)
+    def abandon(self) -> None:
+        with self._changed:
+            self.abandoned = True
+            self._changed.notify_all()
 
 
 @dataclass
@@ -75,27 +100,26 @@ class _Control:
 
 
 class Pipeline:
-    def __init__(self, source: Source, explainer: FrameExplainer, renderer: Renderer, sinks: list[Sink],
-                 options: PipelineOptions | None = None, window: Window | None = None):
+    def __init__(self, plan: RunPlan, source: Source, explainer: FrameExplainer, renderer: Renderer,
+                 outputs: Outputs, window: Window | None = None):
+        self.plan = plan
         self.source = source
         self.explainer = explainer
         self.renderer = renderer
-        self.sinks = sinks
-        self.options = options or PipelineOptions()
+        self.outputs = outputs
         self.window = window
         self.stats = RunStats()
         self.control = _Control()
-        live = source.info.live
-        self.frames: queue.Queue | LatestSlot = LatestSlot() if live else queue.Queue(self.options.queue_size)
-        self.explained: queue.Queue = queue.Queue(self.options.queue_size)
-        self.rendered: queue.Queue = queue.Queue(self.options.queue_size)
-        self.display = LatestSlot() if window else None
+        stale = self.stats.dropped_as("stale")
+        live = plan.live
+        # Live: room for one batch of the newest frames between capture and explain, and for a few
+        # rendered frames while the encoder catches up; files: a few frames, bounding memory.
+        self.frames = Handoff(plan.batch_size if live else plan.queue_size, live, stale)
+        self.explained = Handoff(max(plan.batch_size, plan.queue_size), live, stale)
+        self.rendered = Handoff(plan.queue_size, live, stale)
+        self.display = Handoff(1, newest_wins=True) if window else None
         self.stop_reason: str | None = None
-
-    @property
-    def dropped(self) -> int:
-        """Live frames replaced by newer ones before the explain stage took them."""
-        return self.frames.replaced if isinstance(self.frames, LatestSlot) else 0
+        self._limit_reached = False
 
     # ----- control, from the main thread -------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -105,8 +129,9 @@ class Pipeline:
             self.control.stopping.set()
 
     def abort(self, reason: str) -> None:
-        """Stop now: frames in flight are dropped; sinks are still closed so outputs stay playable."""
-        self.stop_reason = reason
+        """Stop now: frames in flight are dropped; the outputs are still closed, so they stay playable."""
+        if not self.control.aborting.is_set():
+            self.stop_reason = reason
         self.control.stopping.set()
         self.control.aborting.set()
 
@@ -119,19 +144,17 @@ class Pipeline:
 
     # ----- running -------------------------------------------------------------------------------------
     def run(self, on_tick: Callable[[Pipeline], None] | None = None, tick_seconds: float = 0.2) -> RunStats:
-        """Run to the end of the source (or a stop); `on_tick` is called on the main thread for progress."""
-        stages = [
-            threading.Thread(target=self._guard, args=(self._capture,), name="capture", daemon=True),
-            threading.Thread(target=self._guard, args=(self._explain,), name="explain", daemon=True),
-            threading.Thread(target=self._guard, args=(self._render,), name="render", daemon=True),
-            threading.Thread(target=self._guard, args=(self._write,), name="write", daemon=True),
-        ]
-        # Who reads each queue: a put into a full queue whose reader has exited must not wait forever.
-        self._consumers = {id(self.frames): stages[1], id(self.explained): stages[2], id(self.rendered): stages[3]}
+        """Run to the end of the source (or a stop); `on_tick` is called on the main thread for progress.
+        Whatever happens, including an exception on the main thread, every stage stops and the outputs
+        are closed once before this returns or raises."""
+        stages = [threading.Thread(target=self._guard, args=(stage, reads), name=stage.__name__.strip("_"), daemon=True)
+                  for stage, reads in ((self._capture, None), (self._explain, self.frames),
+                                       (self._render, self.explained), (self._write, self.rendered))]
         for thread in stages:
             thread.start()
         writer = stages[-1]
         next_tick = 0.0
+        finished = False
         try:
             while writer.is_alive():
                 if self.window:
@@ -141,27 +164,33 @@ class Pipeline:
                 if on_tick and time.monotonic() >= next_tick:
                     on_tick(self)
                     next_tick = time.monotonic() + tick_seconds
+            finished = True
+        except BaseException as error:
+            self.abort(f"{type(error).__name__} on the main thread")
+            raise
         finally:
             # After an abort, a stage may be inside a long forward pass; it notices the abort when it
             # returns and, as a daemon thread, never holds up the exit.
             for thread in stages:
                 thread.join(timeout=1 if self.control.aborting.is_set() else 10)
+            try:
+                self.outputs.close()  # once: a no-op when the writer closed them, as it does at the end
+            except Exception as error:  # noqa: BLE001 - reported below, unless another error came first
+                self.control.errors.append(error)
             self.stats.finished = time.monotonic()
-            self.stats.dropped = self.dropped
-            if on_tick:
-                on_tick(self)
+            self.stats.account_for_the_rest("limit" if self._limit_reached else "stopping")
+        if on_tick and finished:
+            on_tick(self)
         if self.control.errors:
             raise self.control.errors[0]
         return self.stats
 
     def _show_latest(self) -> None:
-        try:
-            item = self.display.get(timeout=0.005)
-            if item is not _END:
-                self.window.show(item.bgr())
-        except queue.Empty:
-            if self.source.stalled_since is not None:
-                self.window.show_stalled(time.monotonic() - self.source.stalled_since)
+        shown = self.display.take(1, self.control.aborting, timeout=0.005)
+        if shown:
+            self.window.show(shown[0].bgr())
+        elif self.source.stalled_since is not None:
+            self.window.show_stalled(time.monotonic() - self.source.stalled_since)
         action = self.window.poll(1)
         if action == "quit":
             self.stop("window closed")
@@ -172,9 +201,10 @@ class Pipeline:
             if path:
                 print(f"snapshot saved to {path}", flush=True)
 
-    def _guard(self, stage: Callable[[], None]) -> None:
+    def _guard(self, stage: Callable[[], None], reads: Handoff | None) -> None:
         """Run a stage; its exception stops the whole pipeline and reaches the main thread. A source
-        that is lost for good (RunFailed) only stops reading: the frames already read are finished."""
+        that is lost for good (RunFailed) only stops reading: the frames already read are finished.
+        When the stage ends, what it reads from is abandoned, so that its writer never waits for it."""
         try:
             stage()
         except BaseException as error:  # noqa: BLE001 - re-raised on the main thread
@@ -183,130 +213,71 @@ class Pipeline:
                 self.stop("the source was lost")
             else:
                 self.abort(f"the {threading.current_thread().name} stage failed")
+        finally:
+            if reads is not None:
+                reads.abandon()
 
     # ----- stages --------------------------------------------------------------------------------------
     def _capture(self) -> None:
-        limit = None if self.source.info.live else self.options.max_frames  # live: the explain stage counts
+        # A file stops reading at --max-frames; a live source drops frames, so the explain stage counts.
+        limit = None if self.plan.live else self.plan.max_frames
         started = time.perf_counter()
         try:
             for frame in self.source.frames(self.control.stopping):
                 self.stats.timed("decode", time.perf_counter() - started)
                 self.stats.read += 1
-                if self.control.stopping.is_set() or not self._put(self.frames, frame):
+                if self.control.stopping.is_set() or not self.frames.put(frame, self.control.aborting):
                     break
                 if limit is not None and self.stats.read >= limit:
                     break
                 started = time.perf_counter()
         finally:
-            self._put(self.frames, _END, final=True)
+            self.frames.close()
 
     def _explain(self) -> None:
-        done = False
+        limit = self.plan.max_frames
         try:
-            while not done:
-                batch = []
-                item = self._get(self.frames)
-                while item is not None and item is not _END:
-                    batch.append(item)
-                    if len(batch) >= self.options.batch_size:
-                        break
-                    item = self._get_nowait(self.frames)
-                done = item is _END or item is None and self.control.aborting.is_set()
-                if self.options.max_frames is not None:
-                    batch = batch[: max(0, self.options.max_frames - self.stats.explained)]
-                if batch:
-                    while self.control.paused.is_set() and not self.control.stopping.is_set():
-                        time.sleep(_POLL)
-                    started = time.perf_counter()
-                    results = self.explainer(batch)
-                    self.stats.timed("explain", time.perf_counter() - started, len(batch))
-                    self.stats.explained += len(batch)
-                    for result in results:
-                        if not self._put(self.explained, result):
-                            return
-                if self.options.max_frames is not None and self.stats.explained >= self.options.max_frames:
-                    self.stop(f"--max-frames {self.options.max_frames} reached")
-                    done = True
+            while (batch := self.frames.take(self.plan.batch_size, self.control.aborting)) is not None:
+                if limit is not None and len(batch) > limit - self.stats.explained:
+                    self.stats.drop("limit", len(batch) - (limit - self.stats.explained))
+                    batch = batch[: limit - self.stats.explained]
+                while self.control.paused.is_set() and not self.control.stopping.is_set():
+                    time.sleep(_POLL)
+                started = time.perf_counter()
+                results = self.explainer(batch)
+                self.stats.timed("explain", time.perf_counter() - started, len(batch))
+                self.stats.explained += len(batch)
+                for result in results:
+                    if not self.explained.put(result, self.control.aborting):
+                        return
+                if limit is not None and self.stats.explained >= limit:
+                    self._limit_reached = True
+                    self.stop(f"--max-frames {limit} reached")
+                    return
         finally:
-            self._put(self.explained, _END, final=True)
+            self.explained.close()
 
     def _render(self) -> None:
         try:
-            while (explained := self._get(self.explained)) is not _END and explained is not None:
+            while (taken := self.explained.take(1, self.control.aborting)) is not None:
                 started = time.perf_counter()
-                image = self.renderer.render(explained, self.stats.output_fps.fps())
+                rendered = self.renderer.render(taken[0], self.stats.output_fps.fps())
                 self.stats.timed("render", time.perf_counter() - started)
-                rendered = RenderedFrame(explained, image)
-                if self.display:
-                    self.display.put(rendered)
-                if not self._put(self.rendered, rendered):
+                if self.display is not None and rendered.frame.stream == 0:  # the window shows the first camera
+                    self.display.put(rendered, self.control.aborting)
+                if not self.rendered.put(rendered, self.control.aborting):
                     return
         finally:
-            self._put(self.rendered, _END, final=True)
-            if self.display:
-                self.display.put(_END)
+            self.rendered.close()
 
     def _write(self) -> None:
         try:
-            while (rendered := self._get(self.rendered)) is not _END and rendered is not None:
+            while (taken := self.rendered.take(1, self.control.aborting)) is not None:
+                rendered: RenderedFrame = taken[0]
                 started = time.perf_counter()
-                for sink in self.sinks:
-                    sink.write(rendered)
+                self.outputs.write(rendered)
                 self.stats.timed("write", time.perf_counter() - started)
-                self.stats.output(rendered.explained.frame.captured)
+                self.stats.output(rendered.frame.captured)
         finally:
-            close_error = self._close_sinks()  # when writing failed, that error is the one to report
-        if close_error:
-            raise close_error
+            self.outputs.close()  # when writing failed, that error is the one reported
 
-    def _close_sinks(self) -> Exception | None:
-        """Close every sink, even when one fails; return the first failure."""
-        errors = []
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as error:  # noqa: BLE001 - close the others, then report
-                errors.append(error)
-        return errors[0] if errors else None
-
-    # ----- queue helpers: every wait wakes up to notice a stop or failure ------------------------------------
-    def _put(self, target: queue.Queue | LatestSlot, item: object, final: bool = False) -> bool:
-        """Hand `item` on; False if it cannot be delivered (aborting, or the consumer has exited).
-        The end marker (final) always gets through, making room if nobody will read the queue."""
-        if isinstance(target, LatestSlot):
-            target.put(item)
-            return True
-        while True:
-            if self.control.aborting.is_set() and not final:
-                return False
-            try:
-                target.put(item, timeout=_POLL)
-                return True
-            except queue.Full:
-                consumer_gone = not self._consumers[id(target)].is_alive()
-                if consumer_gone and not final:
-                    return False
-                if consumer_gone or self.control.aborting.is_set():
-                    _discard_one(target)
-
-    def _get(self, source: queue.Queue | LatestSlot) -> object | None:
-        """The next item, or None once the pipeline aborts."""
-        while not self.control.aborting.is_set():
-            try:
-                return source.get(timeout=_POLL)
-            except queue.Empty:
-                continue
-        return None
-
-    def _get_nowait(self, source: queue.Queue | LatestSlot) -> object | None:
-        try:
-            return source.get_nowait()
-        except queue.Empty:
-            return None
-
-
-def _discard_one(target: queue.Queue) -> None:
-    try:
-        target.get_nowait()
-    except queue.Empty:
-        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -10,6 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 STAGES = ("decode", "explain", "render", "write")
+# Why a frame that was read was not written:
+# - stale: a live run's newer frame replaced it before a stage took it (newest wins);
+# - limit: it came after --max-frames;
+# - stopping: it was in flight when the run was stopped or aborted (Ctrl-C, a failure).
+DROP_REASONS = ("stale", "limit", "stopping")
 
 
 class FpsMeter:
@@ -33,12 +39,13 @@ class FpsMeter:
 
 @dataclass
 class RunStats:
-    """Each counter is written by one pipeline thread only, and read by the main thread for progress."""
+    """read, explained and written are each counted by one pipeline thread only (and read by the main
+    thread for progress); drops come from several, under a lock. At the end, read = written + dropped."""
 
     read: int = 0
     explained: int = 0
     written: int = 0
-    dropped: int = 0
+    drops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     started: float = field(default_factory=time.monotonic)
     first_output: float | None = None
     finished: float | None = None
@@ -47,6 +54,25 @@ class RunStats:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     stage_frames: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     output_fps: FpsMeter = field(default_factory=FpsMeter)
+    _drop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        with self._drop_lock:
+            self.drops[reason] += count
+
+    def dropped_as(self, reason: str):
+        """A callback counting drops of one reason (for the hand-offs)."""
+        return lambda count: self.drop(reason, count)
+
+    def account_for_the_rest(self, reason: str) -> None:
+        """At the end of a run: frames read but neither written nor dropped yet were in a stage's hands
+        (or a hand-off) when the run stopped."""
+        if (rest := self.read - self.written - self.dropped) > 0:
+            self.drop(reason, rest)
 
     def timed(self, stage: str, seconds: float, frames: int = 1) -> None:
         self.stage_seconds[stage] += seconds
@@ -82,6 +108,8 @@ class RunStats:
         elapsed = (self.finished or time.monotonic()) - self.started
         fps = self.average_fps()
         frames = f"read {self.read} · explained {self.explained} · written {self.written} · dropped {self.dropped}"
+        if self.dropped:
+            frames += " (" + ", ".join(f"{reason} {n}" for reason, n in self.drops.items() if n) + ")"
         rows = [("frames", frames), ("time", f"{elapsed:.1f} s" + (f" · {fps:.1f} fps after start-up" if fps else ""))]
         p50, p95 = self.latency_ms(50), self.latency_ms(95)
         if p50 is not None:

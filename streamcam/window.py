@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import StreamcamError
+from .picture import BgrPicture
 from .render import draw_text_box
 
 
@@ -82,7 +83,8 @@ class Window:
     def show_stalled(self, seconds: float) -> None:
         """Keep the last frame up with a "stalled" banner while a live source reconnects (no black frames)."""
         if self.current is not None:
-            cv2.imshow(self.title, draw_text_box(self.current.copy(), [f"stalled: reconnecting ({seconds:.0f} s)"], right=True))
+            banner = draw_text_box(BgrPicture(self.current.copy()), [f"stalled: reconnecting ({seconds:.0f} s)"], right=True)
+            cv2.imshow(self.title, banner.bgr())
 
     def poll(self, wait_ms: int = 1) -> str | None:
         """'quit', 'pause', 'snapshot' or None, from the keyboard (or the window being closed)."""

@@ -1,15 +1,13 @@
-"""Planar YUV 4:2:0 pictures (FFmpeg's yuv420p, OpenCV's I420): the format decoders give and encoders take.
+"""Colour maths of planar YUV 4:2:0 (FFmpeg's yuv420p, OpenCV's I420), the format decoders give and
+encoders take: plane views, the BT.601 and BT.709 matrices, conversions to and from RGB.
 
-On a GPU, frames stay in this format from the decoder to the encoder: half the bytes of RGB to move, and
-no colour conversion on the CPU. The model's input is converted on the device, heatmaps are blended in
-YUV (the blend is affine, so blending in YUV equals blending in RGB and converting), and the encoder
-takes the planes without a copy. Limited range ("TV", Y in 16..235), with the BT.601 or BT.709 matrix.
+The model's input is converted on the device, and heatmaps are blended in YUV: the blend is affine, so
+blending in YUV equals blending in RGB and converting. Limited range ("TV", Y in 16..235).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import av
 import numpy as np
@@ -31,55 +29,6 @@ def yuv_matrix(frame: av.VideoFrame) -> str | None:
     if frame.width % 2 or frame.height % 2 or frame.color_range == _AVCOL_RANGE_JPEG:
         return None
     return _MATRIX_OF_AVCOL_SPC.get(frame.colorspace)
-
-
-@dataclass(frozen=True)
-class I420:
-    """A picture packed as one (H*3/2, W) uint8 buffer: H rows of Y, then U and V (H/2 x W/2 each).
-    `data` is a numpy array, or a torch tensor on the compute device (hardware-decoded frames)."""
-
-    data: np.ndarray | torch.Tensor
-    matrix: str = "bt601"
-
-    @property
-    def height(self) -> int:
-        return self.data.shape[0] * 2 // 3
-
-    @property
-    def width(self) -> int:
-        return self.data.shape[1]
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.height, self.width
-
-    def planes(self) -> tuple:
-        """(Y, U, V) views of the buffer: (H,W), (H/2,W/2), (H/2,W/2)."""
-        return planes(self.data)
-
-    def video_frame(self) -> av.VideoFrame:
-        """The picture as a PyAV frame tagged with its matrix, wrapping the host buffer without a copy
-        where PyAV can: it infers a buffer's height as a multiple of 4, so 4n+2 rows are copied."""
-        data = np.ascontiguousarray(self.data.cpu().numpy() if isinstance(self.data, torch.Tensor) else self.data)
-        wrap = av.VideoFrame.from_numpy_buffer if self.height % 4 == 0 else av.VideoFrame.from_ndarray
-        frame = wrap(data, format="yuv420p")
-        frame.colorspace = AVCOL_SPC[self.matrix]
-        return frame
-
-    def bgr(self) -> np.ndarray:
-        """(H,W,3) BGR uint8 on the host, converted by swscale with this picture's matrix."""
-        return self.video_frame().to_ndarray(format="bgr24", threads=1)
-
-
-def as_bgr(image: np.ndarray | I420) -> np.ndarray:
-    """A picture, BGR or I420, as (H,W,3) BGR uint8 on the host."""
-    return image.bgr() if isinstance(image, I420) else image
-
-
-def matrix_of(image: np.ndarray | I420) -> str:
-    """The matrix a picture's YUV is (or becomes) in: an I420 picture's own; BT.601 for BGR, as OpenCV
-    converts it."""
-    return image.matrix if isinstance(image, I420) else "bt601"
 
 
 def planes(data):

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from streamcam import load_model
-from streamcam.cam import session
+from streamcam import load_model, plan
 
 
 def spread_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -30,7 +29,7 @@ def fp32_on_every_cpu(monkeypatch):
     """precision="auto" picks bf16 on CPUs with bf16 instructions. Tests run at fp32 whatever CPU runs
     them (in this process): parity with pytorch-grad-cam is defined at fp32, and results must not depend
     on the CI machine's CPU. test_engine checks the choice itself."""
-    monkeypatch.setattr(session, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(plan, "cpu_has_bf16", lambda: False)
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,45 @@ def write_clip(path: Path, frames: int = 24, size: tuple[int, int] = (160, 120),
     return path
 
 
+def write_dual_camera(path: Path, frames: int = 12, sizes: tuple = ((160, 120), (128, 96)), fps: int = 24,
+                      data: str | None = None) -> Path:
+    """A dual-camera dashcam file: two video streams (front, rear) and, with `data` (a codec such as "klv"
+    or "bin_data"), a data stream of one packet per frame, as GPS tracks are stored."""
+    container = av.open(str(path), "w")
+    cameras = []
+    for width, height in sizes:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        cameras.append(stream)
+    track = container.add_data_stream(data) if data else None
+    for index in range(frames):
+        for stream in cameras:
+            frame = av.VideoFrame.from_ndarray(moving_square(index, stream.width, stream.height), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            container.mux(stream.encode(frame))
+        if track is not None:
+            packet = av.Packet(f"GPS fix {index}".encode())
+            packet.stream, packet.time_base = track, Fraction(1, 90000)
+            packet.pts = packet.dts = index * 90000 // fps
+            container.mux(packet)
+    for stream in cameras:
+        container.mux(stream.encode(None))
+    container.close()
+    return path
+
+
+def streams_of(path: Path) -> list[dict]:
+    """Each stream of a file: type, codec, size (video), and its packets' times in seconds."""
+    with av.open(str(path)) as container:
+        found = [{"type": s.type, "codec": s.codec_context.name if s.codec_context else None,
+                  "size": (s.codec_context.width, s.codec_context.height) if s.type == "video" else None, "times": []}
+                 for s in container.streams]
+        for packet in container.demux():
+            if packet.pts is not None:
+                found[packet.stream.index]["times"].append(float(packet.pts * packet.time_base))
+    return found
+
+
 def decoded_frames(path: Path) -> list[np.ndarray]:
     """Every video frame of `path`, as BGR uint8."""
     with av.open(str(path)) as container:

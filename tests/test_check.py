@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -126,3 +127,50 @@ def test_python_api_over_a_folder_of_clips_with_a_mask_and_a_class(scene_clip, t
     assert all(row["class_label"] == "car" for clip in report.clips for row in clip.rows)
     assert report.clips[0].summary["accuracy"] == report.clips[1].summary["accuracy"]
     assert report.passed, report.failures()
+
+
+def test_a_check_stopped_before_the_end_of_its_clip_never_passes(scene_clip, tmp_path):
+    """A run that did not see every frame (Ctrl-C, a CI runner's SIGTERM) is incomplete: it fails, in the
+    report and in JUnit, whatever its numbers so far."""
+    import contextlib
+
+    clip, annotations = scene_clip
+
+    @contextlib.contextmanager
+    def stop_after_20(source):
+        def on_tick(pipeline):
+            if pipeline.stats.written >= 20:
+                pipeline.stop("interrupted (Ctrl-C)")
+
+        yield on_tick
+
+    report = streamcam.check(clip, roi=str(annotations), model="demo", device="cpu", on_clip=stop_after_20)
+    clip_report = report.clips[0]
+    assert not report.passed and not clip_report.passed
+    assert clip_report.incomplete.startswith("interrupted (Ctrl-C) after ") and clip_report.incomplete.endswith(" of 60 frames")
+    assert not clip_report.failures  # its numbers would have passed: only incompleteness fails it
+    report.write_junit(tmp_path / "junit.xml")
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("errors") == suite.get("tests") != "0" and suite.get("failures") == "0"
+    assert all(case.find("error") is not None for case in suite.iter("testcase"))
+
+
+def test_sigterm_during_a_check_exits_143_and_reports_the_clip_incomplete(tmp_path):
+    """An endless source, checked until the CI runner sends SIGTERM."""
+    import signal
+    import time
+
+    report_path, junit_path = tmp_path / "report.json", tmp_path / "junit.xml"
+    process = subprocess.Popen(
+        ["streamcam", "check", "lavfi:testsrc2=size=160x120:rate=25", "--roi", "0,0,1,1", "--model", "resnet18",
+         "--weights", "none", "--input-size", "64", "--min-pointing", "0", "--report", str(report_path),
+         "--junit", str(junit_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # the model loads and frames flow
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err and "incomplete" in out and "passed" not in out.splitlines()[-1]
+    report = json.loads(report_path.read_text())
+    assert not report["passed"] and not report["complete"]
+    assert re.match(r"interrupted \(SIGTERM\) after \d+ frames", report["clips"][0]["incomplete"])
+    assert ET.parse(junit_path).getroot().find("testsuite").get("errors") == "1"

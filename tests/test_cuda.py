@@ -12,17 +12,17 @@ import av
 import numpy as np
 import pytest
 import torch
+from test_parity import REFERENCES, reference_maps
+from test_render import explained, name
 
 from media import decoded_frames, probe, write_clip
 from streamcam import Explainer, api
 from streamcam.config import RunConfig
 from streamcam.demo.run import run_demo
+from streamcam.picture import BgrPicture, download, upload
+from streamcam.plan import Decoding, choose_h264_encoder, probe_encoder
 from streamcam.render import TorchRenderer
-from streamcam.sinks import choose_h264_encoder, probe_encoder
 from streamcam.sources import open_source
-from streamcam.transfer import download, upload
-from test_parity import REFERENCES, reference_maps
-from test_render import explained, name
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -46,7 +46,7 @@ def test_uploads_and_downloads_are_exact_and_ordered(rng=np.random.default_rng(0
     for round_ in range(20):
         images = [rng.integers(0, 256, (1620, 1920), dtype=np.uint8) for _ in range(4)]
         with torch.cuda.stream(side):
-            pixels = upload(images, CUDA)
+            pixels = upload([BgrPicture(image) for image in images], CUDA).data
             brighter = download(pixels.add(1))  # uint8 wraps at 255, as numpy does
         assert np.array_equal(brighter, np.stack(images) + np.uint8(1)), f"round {round_}"
 
@@ -55,10 +55,10 @@ def test_uploads_and_downloads_are_exact_and_ordered(rng=np.random.default_rng(0
 @pytest.mark.parametrize("view, maps", [("overlay", 1), ("grid", 3)])
 def test_device_renderer_on_cuda_draws_what_it_draws_on_the_cpu(view, maps, i420):
     item = explained(maps=maps, i420=i420)
-    on_gpu = dataclasses.replace(item, pixels=item.pixels.to(CUDA), maps=item.maps.to(CUDA))
+    on_gpu = dataclasses.replace(item, picture=item.picture.with_data(item.picture.data.to(CUDA)), maps=item.maps.to(CUDA))
     options = {"view": view, "alpha": 0.5, "colormap": "turbo", "top_k": 2}
-    cpu = TorchRenderer(name, torch.device("cpu"), **options).render(item, fps=30.0)
-    gpu = TorchRenderer(name, CUDA, **options).render(on_gpu, fps=30.0)
+    cpu = TorchRenderer(name, torch.device("cpu"), **options).render(item, fps=30.0).picture
+    gpu = TorchRenderer(name, CUDA, torch.cuda.Stream(CUDA), **options).render(on_gpu, fps=30.0).picture
     assert isinstance(gpu.data, np.ndarray) and gpu.shape == cpu.shape
     difference = np.abs(gpu.data.astype(int) - cpu.data.astype(int))
     assert difference.max() <= 2 and difference.mean() < 0.05  # float rounding only
@@ -71,17 +71,15 @@ def test_nvdec_decodes_what_the_software_decoder_decodes(tmp_path, codec, size):
     FFmpeg's software decoder's, bit for bit. Torch uses the GPU first, as in any process that ran a model."""
     torch.zeros(1, device=CUDA)
     clip = write_clip(tmp_path / "in.mkv", frames=30, size=size, codec=codec)
-    with open_source(str(clip), decoder="nvdec") as source:
-        source.keep_yuv = True
+    with open_source(str(clip), decoding=Decoding("nvdec", keep_yuv=True)) as source:
         hardware = list(source.frames())
-    with open_source(str(clip), decoder="software") as source:
-        source.keep_yuv = True
+    with open_source(str(clip), decoding=Decoding("software", keep_yuv=True)) as source:
         software = list(source.frames())
     assert len(hardware) == len(software) == 30
     for ours, theirs in zip(hardware, software):
-        assert isinstance(ours.image.data, torch.Tensor) and ours.image.data.is_cuda  # NVDEC, not its fallback
-        assert ours.pts == theirs.pts and ours.image.matrix == theirs.image.matrix
-        assert np.array_equal(ours.image.data.cpu().numpy(), theirs.image.data), f"frame {ours.index}"
+        assert isinstance(ours.picture.data, torch.Tensor) and ours.picture.data.is_cuda  # NVDEC, not its fallback
+        assert ours.pts == theirs.pts and ours.picture.matrix == theirs.picture.matrix
+        assert np.array_equal(ours.picture.data.cpu().numpy(), theirs.picture.data), f"frame {ours.index}"
 
 
 def test_nvdec_10_bit_hevc_becomes_8_bit_i420(tmp_path):
@@ -89,15 +87,14 @@ def test_nvdec_10_bit_hevc_becomes_8_bit_i420(tmp_path):
     picture swscale makes of the software decoder's, up to rounding."""
     torch.zeros(1, device=CUDA)
     clip = write_clip(tmp_path / "ten.mkv", frames=10, size=(320, 240), codec="libx265", pix_fmt="yuv420p10le")
-    with open_source(str(clip), decoder="nvdec") as source:
-        source.keep_yuv = True
+    with open_source(str(clip), decoding=Decoding("nvdec", keep_yuv=True)) as source:
         hardware = list(source.frames())
     with av.open(str(clip)) as container:
         software = [frame.reformat(format="yuv420p").to_ndarray() for frame in container.decode(video=0)]
     assert len(hardware) == len(software) == 10
     for ours, theirs in zip(hardware, software):
-        assert isinstance(ours.image.data, torch.Tensor) and ours.image.data.is_cuda
-        difference = np.abs(ours.image.data.cpu().numpy().astype(int) - theirs.astype(int))
+        assert isinstance(ours.picture.data, torch.Tensor) and ours.picture.data.is_cuda
+        difference = np.abs(ours.picture.data.cpu().numpy().astype(int) - theirs.astype(int))
         assert difference.max() <= 1 and difference.mean() < 0.6, f"frame {ours.index}"
 
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from streamcam import Explainer, StreamcamError, load_model
-from streamcam.cam import session
-from streamcam.cam.session import cpu_has_bf16 as real_cpu_has_bf16  # before conftest replaces it
+from streamcam import Explainer, StreamcamError, load_model, plan
+from streamcam.plan import cpu_has_bf16 as real_cpu_has_bf16  # before conftest replaces it
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +201,7 @@ def test_bf16_autocast_runs_the_network_in_bf16_and_the_maps_in_fp32(resnet18, b
 
 def test_auto_precision_is_bf16_on_cpus_with_bf16_instructions_and_fp32_elsewhere(resnet18, monkeypatch):
     assert Explainer(resnet18).precision == "fp32"  # conftest: a CPU without bf16
-    monkeypatch.setattr(session, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(plan, "cpu_has_bf16", lambda: True)
     assert Explainer(resnet18).precision == "bf16"
     assert real_cpu_has_bf16() in (True, False)  # the real check runs on this CPU, on any torch
 
@@ -231,12 +230,13 @@ def test_flat_and_nan_maps_become_zeros():
 
 
 def test_receptive_field_alignment_puts_cells_at_their_centres():
+    from streamcam.cam.cells import CellCentres
     from streamcam.cam.maps import normalize_maps
 
     raw = torch.zeros(1, 1, 5, 7)
     raw[0, 0, 2, 3] = 1.0  # one hot cell
-    image = normalize_maps(raw, (160, 224), "image")[0, 0]
-    receptive = normalize_maps(raw, (160, 224), "receptive-field")[0, 0]
+    image = normalize_maps(raw, (160, 224))[0, 0]
+    receptive = normalize_maps(raw, (160, 224), CellCentres((0.0, 0.0)))[0, 0]  # ResNet's: no offset
     # pytorch-grad-cam's reading: the cell covers pixels 96..127, centred at 111.5 (x) and 79.5 (y).
     assert image.argmax() // 224 in (79, 80) and image.argmax() % 224 in (111, 112)
     # Its receptive field is centred on pixel 32 * 3 = 96 (x), 32 * 2 = 64 (y): half a cell up and left.

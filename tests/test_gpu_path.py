@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from media import decoded_frames, moving_square, probe, write_clip
-from streamcam import api, yuv
+from streamcam import api, plan, yuv
 from streamcam.config import RunConfig
 from streamcam.errors import StreamcamError
 from streamcam.models import Preprocess
-from streamcam.sources import i420_from_dlpack, open_source
-from streamcam.yuv import I420
+from streamcam.picture import I420Picture, i420_from_dlpack
+from streamcam.plan import Decoding
+from streamcam.sources import open_source
 
 FAST = {"model": "resnet18", "weights": "none", "input_size": 64, "device": "cpu"}  # on a GPU machine too
 
@@ -79,27 +80,26 @@ def test_nv12_frames_shared_through_dlpack_become_the_same_i420():
 def test_decoder_keeps_yuv420p_planes_and_converts_what_it_cannot_keep(tmp_path):
     even = write_clip(tmp_path / "even.mp4", frames=3, size=(160, 120))
     odd = write_clip(tmp_path / "odd.mkv", frames=3, size=(161, 121), codec="libx264rgb", pix_fmt="bgr0")
-    with open_source(str(even)) as source:
-        source.keep_yuv = True
+    keep_yuv = Decoding(keep_yuv=True)
+    with open_source(str(even), decoding=keep_yuv) as source:
         frame = next(iter(source.frames()))
-        assert isinstance(frame.image, I420) and frame.shape == (120, 160) and frame.image.matrix == "bt601"
+        assert isinstance(frame.picture, I420Picture) and frame.shape == (120, 160) and frame.picture.matrix == "bt601"
     with open_source(str(even)) as source:
         plain = next(iter(source.frames()))
-    assert np.abs(frame.bgr().astype(int) - plain.image.astype(int)).max() <= 1  # swscale, as the BGR path
-    with open_source(str(odd)) as source:
-        source.keep_yuv = True
-        assert isinstance(next(iter(source.frames())).image, np.ndarray)
+    assert np.abs(frame.picture.bgr().astype(int) - plain.picture.bgr().astype(int)).max() <= 1  # swscale, as the BGR path
+    with open_source(str(odd), decoding=keep_yuv) as source:
+        assert not isinstance(next(iter(source.frames())).picture, I420Picture)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without NVDEC")
 def test_nvdec_falls_back_to_the_cpu_in_one_line_or_refuses_when_forced(tmp_path, caplog):
     """This machine has no NVIDIA GPU, so NVDEC cannot open: auto decodes on the CPU, nvdec is an error."""
     clip = write_clip(tmp_path / "in.mp4", frames=3)
-    with caplog.at_level(logging.WARNING, logger="streamcam"), open_source(str(clip), decoder="auto") as source:
+    with caplog.at_level(logging.WARNING, logger="streamcam"), open_source(str(clip), decoding=Decoding("auto")) as source:
         assert len(list(source.frames())) == 3
     assert [r.getMessage() for r in caplog.records if "NVDEC" in r.getMessage()][:1]
     with pytest.raises(StreamcamError, match="--decoder nvdec: NVDEC cannot decode"):
-        open_source(str(clip), decoder="nvdec")
+        open_source(str(clip), decoding=Decoding("nvdec"))
     with pytest.raises(StreamcamError, match="needs --device cuda"):
         run(clip, output=tmp_path / "out.mp4", decoder="nvdec", device="cpu")
 
@@ -107,7 +107,7 @@ def test_nvdec_falls_back_to_the_cpu_in_one_line_or_refuses_when_forced(tmp_path
 @pytest.fixture
 def gpu_path(monkeypatch):
     """Take the GPU path on the CPU."""
-    monkeypatch.setattr(api, "frames_stay_on_device", lambda device: True)
+    monkeypatch.setattr(plan, "frames_stay_on_device", lambda device: True)
 
 
 @pytest.mark.parametrize("size, codec, pix_fmt", [((192, 144), "libx264", "yuv420p"), ((161, 91), "libx264rgb", "bgr0")],
@@ -116,7 +116,7 @@ def test_gpu_path_writes_what_the_cpu_path_writes(tmp_path, monkeypatch, size, c
     clip = write_clip(tmp_path / "in.mp4", frames=12, size=size, fps=24, audio=True, codec=codec, pix_fmt=pix_fmt)
     torch.manual_seed(0)  # the same random weights for both runs
     run(clip, output=tmp_path / "cpu.mp4", log=tmp_path / "cpu.jsonl", batch_size=3, crf=10)
-    monkeypatch.setattr(api, "frames_stay_on_device", lambda device: True)
+    monkeypatch.setattr(plan, "frames_stay_on_device", lambda device: True)
     torch.manual_seed(0)
     result = run(clip, output=tmp_path / "gpu.mp4", log=tmp_path / "gpu.jsonl", batch_size=3, crf=10)
     assert result.stats.written == 12

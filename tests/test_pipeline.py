@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from media import probe, write_clip
-from streamcam import api
+from streamcam import api, plan
 from streamcam.config import RunConfig
 from streamcam.errors import StreamcamError
 from streamcam.explain import FrameExplainer
@@ -41,7 +41,7 @@ def test_clip_with_audio_keeps_frames_fps_size_and_sound(tmp_path):
 @pytest.mark.parametrize("gpu_path", [False, True], ids=["cpu-path", "gpu-path"])
 def test_heights_that_are_not_a_multiple_of_four_keep_their_picture(tmp_path, monkeypatch, gpu_path):
     """yuv420p buffers of a height of 4n+2 (270, 1082, ...): PyAV infers such a buffer's height wrongly."""
-    monkeypatch.setattr(api, "frames_stay_on_device", lambda device: gpu_path)
+    monkeypatch.setattr(plan, "frames_stay_on_device", lambda device: gpu_path)
     clip = write_clip(tmp_path / "in.mp4", frames=4, size=(192, 90))
     out = tmp_path / "out.mp4"
     run(clip, output=out, alpha=0.0, crf=12)
@@ -135,12 +135,14 @@ def test_target_class_and_grid_view(tmp_path):
 
 def test_smoothing_is_an_exponential_moving_average_that_cuts_flicker():
     from streamcam import Explainer, load_model
+    from streamcam.picture import BgrPicture
     from streamcam.sources import Frame
 
     torch.manual_seed(0)
     loaded = load_model("resnet18", "none", device="cpu", input_size=64)
     rng = np.random.default_rng(0)
-    frames = [Frame(i, rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), i, Fraction(1, 30), 0.0) for i in range(8)]
+    frames = [Frame(i, BgrPicture(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)), i, Fraction(1, 30), 0.0)
+              for i in range(8)]
     maps = {}
     for smooth in (0.0, 0.75):
         explain = FrameExplainer(loaded, Explainer(loaded), target="5", smooth=smooth)
@@ -159,13 +161,14 @@ def test_smoothing_is_an_exponential_moving_average_that_cuts_flicker():
     # A slot starts over when its class changes (a map of another class is not blended in).
     explain = FrameExplainer(loaded, Explainer(loaded), smooth=0.75)
     m = torch.rand(4, 1, 5, 7, generator=torch.Generator().manual_seed(1))
-    out = explain._smoothed(m, torch.tensor([[1], [1], [2], [2]]))
+    out = explain._smoothed(m, torch.tensor([[1], [1], [2], [2]]), cameras=[0, 0, 0, 0])
     for got, want in zip(out, [m[0], 0.75 * m[0] + 0.25 * m[1], m[2], 0.75 * m[2] + 0.25 * m[3]]):
         assert torch.allclose(got, want)
 
 
 def test_image_folder_in_image_folder_out(tmp_path):
     import cv2
+
     from media import moving_square
 
     folder = tmp_path / "images"
@@ -226,21 +229,19 @@ def test_a_failing_stage_ends_the_run_cleanly_and_the_output_still_plays(tmp_pat
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without NVENC")
 def test_nvenc_is_probed_and_falls_back_to_libx264_with_one_line(monkeypatch, caplog):
-    from streamcam import sinks
-
-    assert sinks.probe_encoder("libx264") is None
-    problem = sinks.probe_encoder("h264_nvenc")
+    assert plan.probe_encoder("libx264") is None
+    problem = plan.probe_encoder("h264_nvenc")
     assert problem  # no GPU here: the one-frame test fails, and says why
     with caplog.at_level("WARNING", logger="streamcam"):
-        assert sinks.choose_h264_encoder("auto", on_gpu=True) == "libx264"
+        assert plan.choose_h264_encoder("auto", on_gpu=True) == "libx264"
     assert [record.getMessage() for record in caplog.records] == [
         f"NVENC cannot encode here ({problem}); encoding with libx264"]
     with pytest.raises(StreamcamError, match="--encoder nvenc: NVENC cannot encode here"):
-        sinks.choose_h264_encoder("nvenc", on_gpu=True)
+        plan.choose_h264_encoder("nvenc", on_gpu=True)
 
     def no_probe(codec):
         raise AssertionError("a CPU run or a forced libx264 must not probe")
 
-    monkeypatch.setattr(sinks, "probe_encoder", no_probe)
-    assert sinks.choose_h264_encoder("auto", on_gpu=False) == "libx264"
-    assert sinks.choose_h264_encoder("libx264", on_gpu=True) == "libx264"
+    monkeypatch.setattr(plan, "probe_encoder", no_probe)
+    assert plan.choose_h264_encoder("auto", on_gpu=False) == "libx264"
+    assert plan.choose_h264_encoder("libx264", on_gpu=True) == "libx264"

@@ -108,7 +108,7 @@ def test_a_resolution_change_mid_stream_is_letterboxed_and_keeps_time(tmp_path):
 
 
 def test_4k_memory_is_bounded_by_the_queues_not_the_clip_length(tmp_path, monkeypatch):
-    from streamcam import sources
+    from streamcam import decoding, sources
 
     alive = {"now": 0, "most": 0}
     lock = threading.Lock()
@@ -123,7 +123,7 @@ def test_4k_memory_is_bounded_by_the_queues_not_the_clip_length(tmp_path, monkey
             with lock:
                 alive["now"] -= 1
 
-    monkeypatch.setattr(sources, "Frame", CountedFrame)
+    monkeypatch.setattr(decoding, "Frame", CountedFrame)
     result = run("lavfi:testsrc2=size=3840x2160:rate=24", output=tmp_path / "out.mp4", max_frames=60, batch_size=4)
     assert result.stats.written == probe(tmp_path / "out.mp4")["frames"] == 60
     # Three queues of 4, a batch of 4, and one frame in each stage's hands: never the whole clip.
@@ -253,13 +253,13 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_a_busy_camera_says_so(monkeypatch):
     import errno
 
-    from streamcam import sources
+    from streamcam import decoding, sources
     from streamcam.errors import StreamcamError
 
     def busy(*args, **kwargs):
         raise av.error.OSError(errno.EBUSY, "Device or resource busy")
 
-    monkeypatch.setattr(sources.av, "open", busy)
+    monkeypatch.setattr(decoding.av, "open", busy)
     with pytest.raises(StreamcamError, match=r"cannot open camera 0 .*: Device or resource busy \(is another program"):
         sources.open_source("0")
 
@@ -362,3 +362,41 @@ def test_a_dropped_stream_reconnects_then_gives_up_keeping_the_output(tmp_path):
     gap = np.diff(times).max()
     assert gap > 0.5, "the stall is a gap in time, not black frames"
     assert probe(output)["frames"] == len(times) > 25
+
+
+def test_decoding_leaves_the_other_threads_ffmpeg_messages_alone(tmp_path):
+    """Damage is counted from the decoder's own errors; FFmpeg's messages from other threads (the
+    encoder and muxer in the writer thread) must still reach the log (`--debug` shows them)."""
+    import logging
+
+    from streamcam.sources import open_source
+
+    clip = write_clip(tmp_path / "in.mp4", frames=120, size=(640, 360))
+    received: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            received.append(record.getMessage())
+
+    handler = Collect(logging.ERROR)
+    logging.getLogger("libav").addHandler(handler)
+    sent: list[str] = []
+    done = threading.Event()
+
+    def writer_thread():
+        while not done.is_set():
+            sent.append(f"encoder message {len(sent)}")  # distinct: PyAV folds repeated messages
+            av.logging.log(av.logging.ERROR, "libx264", sent[-1])
+            time.sleep(0.0005)
+
+    try:
+        with open_source(str(clip)) as source:
+            other = threading.Thread(target=writer_thread)
+            other.start()
+            frames = sum(1 for _ in source.frames())
+            done.set()
+            other.join()
+    finally:
+        logging.getLogger("libav").removeHandler(handler)
+    assert frames == 120 and source.damaged_packets == 0
+    assert len(sent) > 50 and [m for m in received if m.startswith("encoder message")] == sent

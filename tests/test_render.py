@@ -11,30 +11,34 @@ import torch
 
 from media import moving_square
 from streamcam.explain import ExplainedFrame
+from streamcam.geometry import MapGeometry
+from streamcam.picture import BgrPicture, I420Picture
 from streamcam.render import OpenCVRenderer, TorchRenderer, colormap_lut, draw_boxes, draw_text_box, overlay
 from streamcam.sources import Frame
-from streamcam.yuv import I420
 
 
 def explained(width=320, height=180, maps=1, i420=False, matrix="bt601"):
     """A frame (BGR, or the I420 planes a decoder gives) with `maps` Gaussian heatmaps."""
     bgr = np.ascontiguousarray(moving_square(3, width, height)[..., ::-1])
-    image = I420(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), matrix) if i420 else bgr
+    picture = I420Picture(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), matrix) if i420 else BgrPicture(bgr)
     ys, xs = torch.meshgrid(torch.linspace(0, 1, 45), torch.linspace(0, 1, 80), indexing="ij")
     heat = torch.stack([torch.exp(-((xs - 0.3 * (k + 1)) ** 2 + (ys - 0.5) ** 2) * 8) for k in range(maps)])
-    frame = Frame(0, image, 0, Fraction(1, 30), 0.0)
-    pixels = torch.from_numpy(image.data if i420 else image)
+    frame = Frame(0, picture, 0, Fraction(1, 30), 0.0)
+    on_device = picture.with_data(torch.from_numpy(picture.data))
     top = [(7, 0.6), (3, 0.3), (1, 0.05)][:maps]
-    return ExplainedFrame(frame, pixels, heat, [c for c, _ in top], [p for _, p in top], top, (96, 90))
+    return ExplainedFrame(frame, on_device, heat, MapGeometry((45, 80), (height, width)), [c for c, _ in top],
+                          [p for _, p in top], top, (96, 90))
 
 
 def name(index):
     return f"class {index}"
 
 
-def as_encoded(image):
-    """What a player shows of a picture: BGR through the encoder's I420 (OpenCV's pictures are BGR)."""
-    return (image if isinstance(image, I420) else I420(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420))).bgr()
+def as_encoded(picture):
+    """What a player shows of a picture: through the encoder's I420."""
+    if isinstance(picture, np.ndarray):
+        picture = BgrPicture(picture)
+    return picture.video_frame(picture.matrix).to_ndarray(format="bgr24")
 
 
 @pytest.mark.parametrize("view, maps, size", [("overlay", 1, (180, 320)), ("side", 1, (180, 640)),
@@ -45,10 +49,10 @@ def test_device_renderer_draws_what_the_opencv_renderer_draws(view, maps, size, 
     compared as a player sees them, after the encoder's conversion to I420."""
     item = explained(maps=maps, i420=i420)
     options = {"view": view, "alpha": 0.5, "colormap": "turbo", "top_k": 2}
-    cv_image = OpenCVRenderer(name, **options).render(item, fps=29.97)
-    torch_image = TorchRenderer(name, torch.device("cpu"), **options).render(item, fps=29.97)
-    assert isinstance(cv_image, np.ndarray) and isinstance(torch_image, I420)
-    assert cv_image.shape[:2] == torch_image.shape == size
+    cv_image = OpenCVRenderer(name, **options).render(item, fps=29.97).picture
+    torch_image = TorchRenderer(name, torch.device("cpu"), **options).render(item, fps=29.97).picture
+    assert isinstance(cv_image, BgrPicture) and isinstance(torch_image, I420Picture)
+    assert cv_image.shape == torch_image.shape == size
     difference = np.abs(as_encoded(cv_image).astype(int) - as_encoded(torch_image).astype(int))
     assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 8
 
@@ -56,17 +60,17 @@ def test_device_renderer_draws_what_the_opencv_renderer_draws(view, maps, size, 
 def test_device_renderer_keeps_the_frames_colours_exactly_where_alpha_is_zero():
     """Blending in YUV passes the decoder's planes through untouched: no colour conversion round trip."""
     item = explained(i420=True, matrix="bt709")
-    picture = TorchRenderer(name, torch.device("cpu"), alpha=0.0).render(item)
+    picture = TorchRenderer(name, torch.device("cpu"), alpha=0.0).render(item).picture
     assert picture.matrix == "bt709"
     below_label = np.s_[60:, :]
-    source_y, picture_y = item.frame.image.planes()[0], picture.planes()[0]
+    source_y, picture_y = item.frame.picture.planes()[0], picture.planes()[0]
     assert np.array_equal(picture_y[below_label], source_y[below_label])
 
 
 def test_odd_sized_frames_are_rendered_on_the_host_at_their_size():
     item = explained(width=161, height=91)
-    picture = TorchRenderer(name, torch.device("cpu")).render(item)
-    assert isinstance(picture, np.ndarray) and picture.shape == (91, 161, 3)
+    picture = TorchRenderer(name, torch.device("cpu")).render(item).picture
+    assert isinstance(picture, BgrPicture) and picture.bgr().shape == (91, 161, 3)
 
 
 def test_overlay_colours_follow_the_map():
@@ -81,7 +85,7 @@ def test_overlay_colours_follow_the_map():
 def test_labels_are_drawn_legibly_in_the_corners():
     item = explained()
     plain = OpenCVRenderer(name, alpha=0.5).overlays(item)[0]
-    labelled = OpenCVRenderer(name, alpha=0.5, top_k=3).render(item, fps=12.5)
+    labelled = OpenCVRenderer(name, alpha=0.5, top_k=3).render(item, fps=12.5).bgr()
     top_left, top_right, bottom = (np.s_[:20, :40], np.s_[:20, -40:], np.s_[-40:, :])
     assert not np.array_equal(labelled[top_left], plain[top_left])  # class label
     assert not np.array_equal(labelled[top_right], plain[top_right])  # fps
@@ -105,8 +109,8 @@ def test_label_names_the_explained_class_once():
 
 def test_text_and_boxes_look_alike_on_bgr_and_i420_pictures():
     bgr = np.full((120, 200, 3), (40, 160, 90), np.uint8)
-    planar = I420(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420))
-    for picture in (bgr, planar):
+    planar = I420Picture(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420))
+    for picture in (BgrPicture(bgr), planar):
         draw_text_box(picture, ["car 97%"])
         draw_boxes(picture, [(100, 40, 180, 110)])
     drawn_on_planes, drawn_in_bgr = planar.bgr().astype(int), as_encoded(bgr).astype(int)

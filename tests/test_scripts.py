@@ -27,7 +27,7 @@ def test_end_to_end_benchmark_runs_every_case_and_prints_its_tables():
         "streamcam, resnet18: latency capture → rendered frame",
         "resnet18",  # the stage table
     ]
-    assert "MB after a third of the clip" in done.stdout and "frames shown" in done.stdout
+    assert "MB after a third of the clip" in done.stdout and "frames written" in done.stdout
 
 
 def test_engine_benchmark_times_every_method_against_pytorch_grad_cam():

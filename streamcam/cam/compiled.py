@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from ..errors import StreamcamError
+from ..plan import uses_cuda_graphs
 
 
 class CompiledForward:
@@ -28,10 +29,10 @@ class CompiledForward:
         try:
             output = get_graph_node_names(model)[1][-1]
             extractor = create_feature_extractor(model, return_nodes={layer: "activation", output: "logits"}).eval()
-        except Exception as error:  # torch.fx raises many types for code it cannot trace
+        except Exception as error:  # noqa: BLE001 - torch.fx raises many types for code it cannot trace
             raise StreamcamError(f"--compile: cannot trace {type(model).__name__} ({type(error).__name__}: {error}); "
                                  "run without --compile") from None
-        self.cuda_graphs = device.type == "cuda"
+        self.cuda_graphs = uses_cuda_graphs(device)
         self.forward = torch.compile(extractor, mode="reduce-overhead" if self.cuda_graphs else None, dynamic=False)
         self.batch = batch_size
 

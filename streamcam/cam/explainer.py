@@ -1,6 +1,6 @@
 """The Explainer: a batch of normalised images in, heatmaps for the chosen classes out, on the model's device.
 
-How the gradients are obtained decides the speed (see DESIGN.md):
+How the gradients are obtained decides the speed (docs/architecture.md):
 - layer feeds only global average pooling + Linear (ResNet's layer4): d logit_c / d A = W[c] / (h*w)
   everywhere, so one forward pass under inference_mode gives everything; no backward at all;
 - any other layer: the trunk runs without autograd, the head records a graph from the layer's output,
@@ -11,6 +11,7 @@ How the gradients are obtained decides the speed (see DESIGN.md):
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,13 +20,17 @@ from torch import nn
 
 from ..errors import StreamcamError, unknown_name
 from ..models import LoadedModel
+from ..plan import autocast, resolve_precision
 from .base import CamMethod, LayerEvidence, LayerMethod
+from .cells import CellCentres, CellsNotPlaced, derive_cell_centres
 from .compiled import CompiledForward
-from .layers import check_layer, find_linear_head, resolve_layer
+from .layers import PROBE_SIZE, check_layer, find_linear_head, num_classes_of, resolve_layer
 from .maps import ALIGNMENTS, normalize_maps
 from .methods import make_method
-from .session import LayerTap, autocast, eval_mode, frozen_parameters, resolve_precision
+from .session import LayerTap, eval_mode, frozen_parameters
 from .targets import Targets, resolve_targets
+
+log = logging.getLogger("streamcam")
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,10 @@ class Explainer:
     `model` is an nn.Module or what `load_model` returned (then class names come with it). `layer` is a
     dotted module name ("layer4", "layer3.5"); the default is the last feature map before global pooling.
     `precision` "auto" runs the network in bf16 (fp16 on older GPUs) on CUDA and on CPUs with bf16
-    instructions, else in fp32 (cam/session.py); maps are always computed in fp32. `align` places layer
-    cells when upsampling: "image" (pytorch-grad-cam's maps) or "receptive-field" (cells at their
-    receptive fields' centres; see maps.normalize_maps). `compile` compiles the forward pass
+    instructions, else in fp32 (plan.py); maps are always computed in fp32. `align` places layer cells
+    when upsampling: "image" (pytorch-grad-cam's maps) or "receptive-field" (cells where they look,
+    measured once; cam/cells.py). A layer whose output is channels-last (B,h,w,C), as Swin's stages
+    are, is seen as such and explained as (B,C,h,w). `compile` compiles the forward pass
     (cam/compiled.py) where no backward is needed: True, or the batch size to compile for (smaller
     batches are padded to it). Method options go in `options` (smoothgrad: n, sigma; scorecam:
     batch_size).
@@ -102,11 +108,16 @@ class Explainer:
         self.align = align
         self.layer: str | None = None
         self._head = None
+        self._channels_last = False
+        self.cell_centres: CellCentres | None = None  # where the layer's cells sit, for align receptive-field
         if isinstance(self.method, LayerMethod):
             self.layer, module = resolve_layer(model, layer)
-            channels = check_layer(model, self.layer, module)[1]
-            self._head = find_linear_head(model, module, channels)
+            shape = check_layer(model, self.layer, module)
+            self.num_classes, self._channels_last = shape.num_classes, shape.channels_last
+            self._head = None if shape.channels_last else find_linear_head(model, module, shape.channels)
             self._tap = LayerTap(module)
+            if align == "receptive-field":
+                self._place_cells(shape.cells)
             if self.method.needs_linear_head and self._head is None:
                 raise StreamcamError(
                     f"{self.method.name} needs a layer that feeds global average pooling and the final "
@@ -114,6 +125,8 @@ class Explainer:
                 )
         elif layer is not None:
             raise StreamcamError(f"{self.method.name} explains input pixels and takes no layer")
+        else:
+            self.num_classes = num_classes_of(model)
         self._compiled = None
         if compile:
             if not self._inference_only:
@@ -123,6 +136,14 @@ class Explainer:
                     f"{self.method.name} at {self.layer or 'the input'} needs gradients"
                 )
             self._compiled = CompiledForward(model, self.layer, self.device, batch_size=int(compile))
+
+    def _place_cells(self, cells: tuple[int, int]) -> None:
+        try:
+            self.cell_centres = derive_cell_centres(self.model, self.layer, PROBE_SIZE, cells)
+        except CellsNotPlaced as reason:
+            log.warning("--align receptive-field: cannot place the cells of %s (%s); placing them as --align image "
+                        "does", self.layer, reason)
+            self.align = "image"
 
     @property
     def _inference_only(self) -> bool:
@@ -149,7 +170,7 @@ class Explainer:
                 raw, logits, indices, multi = self._explain_layer(x, targets, topk)
             else:
                 raw, logits, indices, multi = self._explain_pixels(x, targets, topk)
-        maps = normalize_maps(raw, tuple(x.shape[-2:]), self.align)
+        maps = normalize_maps(raw, tuple(x.shape[-2:]), self.cell_centres)
         if not multi:
             maps, raw, indices = maps[:, 0], raw[:, 0], indices[:, 0]
         return Explanation(maps, raw, logits, indices, self.class_names)
@@ -159,6 +180,9 @@ class Explainer:
         activations, logits = self._layer_forward(x, needs_gradients)
         indices, multi = resolve_targets(targets, topk, logits.detach(), self.class_names)
         gradients = self._target_gradients(logits, activations, indices) if needs_gradients else None
+        if self._channels_last:  # (B,h,w,C) -> (B,C,h,w), and the gradients (B,K,h,w,C) alike
+            activations = activations.permute(0, 3, 1, 2)
+            gradients = None if gradients is None else gradients.permute(0, 1, 4, 2, 3)
         with torch.inference_mode():
             activations = activations.detach().float()
             head_weights = None

@@ -42,11 +42,14 @@ def resolve_targets(
     rows = [list(t) if multi else [t] for t in targets]
     if multi and len({len(row) for row in rows}) != 1:
         raise StreamcamError("every image needs the same number of targets")
-    indices = [[_class_index(t, classes, class_names) for t in row] for row in rows]
+    indices = [[class_index(t, classes, class_names) for t in row] for row in rows]
     return torch.tensor(indices, dtype=torch.int64, device=logits.device), multi
 
 
-def _class_index(target: int | str, classes: int, class_names: Sequence[str] | None) -> int:
+def class_index(target: int | str, classes: int, class_names: Sequence[str] | None) -> int:
+    """A class by index, by name, or by an index written as digits ("417", as the command line gives it)."""
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
     if isinstance(target, str):
         if class_names is None:
             raise StreamcamError(f"class {target!r} given by name, but the model has no class names; use indices")
