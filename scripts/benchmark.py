@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -33,9 +34,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import streamcam  # noqa: F401 - first, as the CLI loads it: it sets the OpenMP policy before torch loads
-
 import benchlib  # scripts/ is on sys.path as this script's directory
+import streamcam  # noqa: F401 - first, as the CLI loads it: it sets the OpenMP policy before torch loads
 
 WARMUP_FRAMES = 10
 ENCODER = {"preset": "veryfast", "crf": "23"}
@@ -163,10 +163,12 @@ def resident_mb() -> float:
 CASES = {"transcode": case_transcode, "naive": case_naive, "streamcam": case_streamcam}
 
 
-def run_case(name: str, **kwargs: object) -> dict:
-    """One case in a fresh process; its result plus peak RSS (and peak GPU memory on CUDA)."""
+def run_case(name: str, baseline: str | None = None, **kwargs: object) -> dict:
+    """One case in a fresh process; its result plus peak RSS (and peak GPU memory on CUDA). With
+    `baseline` (a checkout of another commit), that checkout's streamcam is the one imported."""
     command = [sys.executable, __file__, "--case", name, "--kwargs", json.dumps(kwargs)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=baseline) if baseline else None
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         raise SystemExit(f"case {name} {kwargs} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -206,6 +208,8 @@ def main() -> None:
     parser.add_argument("--live-size", default="1280x720")
     parser.add_argument("--live-seconds", type=float, default=20)
     parser.add_argument("--repeats", type=int, default=1, help="round-robin runs of every case; medians are reported")
+    parser.add_argument("--baseline", help="a checkout of another commit (git worktree add): its streamcam runs the "
+                        "streamcam cases too, in the same round-robin, as `baseline`")
     parser.add_argument("--no-record", action="store_true", help="print the tables only; leave docs/benchmarks.md alone")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", help=argparse.SUPPRESS)
@@ -229,22 +233,26 @@ def main() -> None:
             streamcam_options = dict(common, decoder=args.decoder, compile=args.compile)
             # The cases run round-robin `--repeats` times and each reports its median: this VM's speed
             # drifts by ±20 % over minutes, and drift then hits every case alike.
-            runs: dict[str, list[dict]] = {name: [] for name in ["transcode", "naive", *models]}
+            variants = [(model, None) for model in models]
+            if args.baseline:
+                variants += [(f"{model} @ baseline", args.baseline) for model in models]
+            runs: dict[str, list[dict]] = {name: [] for name in ["transcode", "naive", *(v for v, _ in variants)]}
             for _ in range(args.repeats):
                 runs["transcode"].append(run_case("transcode", **common))
                 runs["naive"].append(run_case("naive", **common))
-                for model in models:
-                    runs[model].append(run_case("streamcam", **streamcam_options, model_name=model))
+                for variant, checkout in variants:
+                    model = variant.split(" @ ")[0]
+                    runs[variant].append(run_case("streamcam", checkout, **streamcam_options, model_name=model))
                 print(size_name, {name: round(results[-1]["fps"], 1) for name, results in runs.items()}, flush=True)
             transcode, naive = median_run(runs["transcode"]), median_run(runs["naive"])
             rows.append([size_name, "bare transcode (codec ceiling)", f"{transcode['fps']:.1f}", "", "", *memory_cells(transcode)])
             rows.append([size_name, "naive pytorch-grad-cam loop, ResNet-18", f"{naive['fps']:.1f}", "1.00×",
                          f"{naive['fps'] / transcode['fps']:.2f}×", *memory_cells(naive)])
-            for model in models:
-                result = median_run(runs[model])
-                rows.append([size_name, f"streamcam, {model}", f"{result['fps']:.1f}", f"{result['fps'] / naive['fps']:.2f}×",
+            for variant, _ in variants:
+                result = median_run(runs[variant])
+                rows.append([size_name, f"streamcam, {variant}", f"{result['fps']:.1f}", f"{result['fps'] / naive['fps']:.2f}×",
                              f"{result['fps'] / transcode['fps']:.2f}×", *memory_cells(result)])
-                stage_rows.append([size_name, model] + [f"{ms:.1f}" for ms in result["stages"].values()])
+                stage_rows.append([size_name, variant] + [f"{ms:.1f}" for ms in result["stages"].values()])
             for model in models:
                 result = median_run(runs[model])
                 third, end = result["rss_third_mb"], result["rss_end_mb"]
@@ -252,12 +260,19 @@ def main() -> None:
                 notes.append(f"{size_name}, streamcam {model}: resident memory {third:.0f} MB after a third of the "
                              f"clip, {end:.0f} MB at its end: it {growth} with the clip's length")
         width, height = clip_size(args.live_size)
-        live = run_case("streamcam", clip=f"lavfi:testsrc2=size={width}x{height}:rate=30,realtime",
-                        output=str(Path(folder) / "live.mp4"), device=args.device, model_name=models[0],
-                        seconds=args.live_seconds, compile=args.compile)
-    rows.append([f"{args.live_size} 30 fps live", f"streamcam, {models[0]}: latency capture → rendered frame",
-                 f"{live['fps']:.1f}", f"p50 {live['p50_ms']:.0f} ms", f"p95 {live['p95_ms']:.0f} ms", *memory_cells(live)])
-    notes.append(f"live: {live['frames']} frames shown, {live['dropped']} stale frames dropped (newest frame wins)")
+        for label, checkout in [("", None)] + ([(" @ baseline", args.baseline)] if args.baseline else []):
+            live = run_case("streamcam", checkout, clip=f"lavfi:testsrc2=size={width}x{height}:rate=30,realtime",
+                            output=str(Path(folder) / "live.mp4"), device=args.device, model_name=models[0],
+                            seconds=args.live_seconds, compile=args.compile)
+            rows.append([f"{args.live_size} 30 fps live", f"streamcam, {models[0]}{label}: latency capture → rendered frame",
+                         f"{live['fps']:.1f}", f"p50 {live['p50_ms']:.0f} ms", f"p95 {live['p95_ms']:.0f} ms",
+                         *memory_cells(live)])
+            notes.append(f"live{label}: {live['frames']} frames written, {live['dropped']} stale frames dropped "
+                         "(newest frame wins)")
+    if args.baseline:
+        commit = subprocess.run(["git", "-C", args.baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+        notes.append(f"`@ baseline`: the same cases run by commit {commit} ({args.baseline}), in the same round-robin")
     table = benchlib.markdown_table(["clip", "pipeline", "FPS", "× naive", "× transcode", *memory], rows)
     stages = benchlib.markdown_table(["clip", "model", "decode ms", "explain ms", "render ms", "write ms"], stage_rows)
     text = (f"Steady-state FPS (first {WARMUP_FRAMES} frames excluded), median of {args.repeats} round-robin run(s) "
