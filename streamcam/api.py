@@ -117,11 +117,11 @@ def _open(config: RunConfig, decoding: Decoding, resources: contextlib.ExitStack
     """The source: opened from what the user typed (and closed at the end), or the caller's own."""
     if isinstance(config.source, Source):
         return config.source
-    if not isinstance(config.source, str):
+    if not isinstance(config.source, (str, os.PathLike)):
         return IterableSource(config.source, fps=config.fps or 30.0)
     camera_size = parse_size(config.camera_size) if config.camera_size else None
     return resources.enter_context(open_source(
-        config.source, decoding=decoding, camera_size=camera_size, camera_fps=config.camera_fps,
+        os.fspath(config.source), decoding=decoding, camera_size=camera_size, camera_fps=config.camera_fps,
         reconnect_timeout=config.reconnect_timeout, video_stream=config.video_stream_value(), fps=config.fps))
 
 
