@@ -214,6 +214,7 @@ def test_a_failing_stage_ends_the_run_cleanly_and_the_output_still_plays(tmp_pat
         def __call__(self, frames):
             Failing.calls += 1
             if Failing.calls == 4:
+                time.sleep(1)  # the three frames explained so far reach the file (a stop drops what is in flight)
                 raise RuntimeError("model exploded")
             return super().__call__(frames)
 
@@ -223,8 +224,7 @@ def test_a_failing_stage_ends_the_run_cleanly_and_the_output_still_plays(tmp_pat
     with pytest.raises(RuntimeError, match="model exploded"):
         run(clip, output=tmp_path / "out.mp4", batch_size=1)
     assert time.monotonic() - started < 30, "a dead stage must not hang the pipeline"
-    written = probe(tmp_path / "out.mp4")
-    assert 1 <= written["frames"] <= 3
+    assert probe(tmp_path / "out.mp4")["frames"] == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without NVENC")
