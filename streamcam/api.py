@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .cam import Explainer
 from .config import RunConfig, parse_size
 from .errors import RunFailed, StreamcamError
 from .explain import FrameExplainer
 from .formats import IMAGE_SUFFIXES
-from .models import load_model
+from .models import LoadedModel, load_model
 from .pipeline import Pipeline
 from .plan import Decoding, RunPlan, cuda_stream, plan_decoding, resolve_device
 from .render import OpenCVRenderer, Renderer, TorchRenderer
@@ -56,11 +58,34 @@ class RunResult:
 SinkFactory = Callable[[Source, Callable[[int], str]], list[Sink]]
 
 
+class Engines:
+    """Models and their explainers, kept from run to run: a worker that processes clip after clip (a
+    batch) loads torch's model and probes its layers once. An explainer keeps nothing of a run."""
+
+    def __init__(self):
+        self._loaded: dict[tuple, LoadedModel] = {}
+        self._explainers: dict[tuple, Explainer] = {}
+
+    def get(self, config: RunConfig, device: torch.device, batch_size: int) -> tuple[LoadedModel, Explainer]:
+        model_key = (config.model, str(config.weights), str(config.labels), str(device), config.input_size)
+        if model_key not in self._loaded:
+            self._loaded[model_key] = load_model(config.model, config.weights, labels=config.labels, device=device,
+                                                 input_size=config.input_size)
+        loaded = self._loaded[model_key]
+        key = (*model_key, config.method, config.layer, config.precision, config.align, config.compile and batch_size)
+        if key not in self._explainers:
+            self._explainers[key] = Explainer(loaded, config.method, layer=config.layer, precision=config.precision,
+                                              align=config.align, compile=config.compile and batch_size)
+        return loaded, self._explainers[key]
+
+
 def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
-        handle_signals: bool = True, extra_sinks: SinkFactory | None = None) -> RunResult:
+        handle_signals: bool = True, extra_sinks: SinkFactory | None = None,
+        engines: Engines | None = None) -> RunResult:
     """Run `config` to the end of its source or until stopped. Ctrl-C / SIGTERM stop reading and finish
     cleanly (a second Ctrl-C abandons the frames in flight); outputs are always closed and playable.
-    `extra_sinks(source, class_name)` adds sinks of the caller's (e.g. `streamcam check`'s)."""
+    `extra_sinks(source, class_name)` adds sinks of the caller's (e.g. `streamcam check`'s); `engines`
+    keeps models from run to run."""
     config.validate(extra_outputs=extra_sinks is not None)
     window_problem = display_problem() if config.show else None
     if window_problem and config.output is None and config.log is None:
@@ -71,10 +96,7 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
     with contextlib.ExitStack() as resources:
         source = _open(config, decoding, resources)
         plan = RunPlan.build(config, device, decoding, source.info)
-        loaded = load_model(config.model, config.weights, labels=config.labels, device=device,
-                            input_size=config.input_size)
-        explainer = Explainer(loaded, config.method, layer=config.layer, precision=config.precision, align=config.align,
-                              compile=config.compile and plan.batch_size)
+        loaded, explainer = (engines or Engines()).get(config, device, plan.batch_size)
         frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
                                 boxes=config.box_threshold_value() if config.boxes else None,

@@ -231,14 +231,16 @@ def check(sources: str | Path | Iterable[str | Path], roi: str | RegionSpec, *, 
           min_share: float | None = None, min_pointing: float | None = 0.8, failing_output: Path | None = None,
           config: RunConfig | None = None,
           on_clip: Callable[[str], contextlib.AbstractContextManager[Callable | None]] | None = None,
-          **options: object) -> CheckReport:
+          engines: api.Engines | None = None, handle_signals: bool = True, **options: object) -> CheckReport:
     """Check that the maps of `sources` fall inside `roi` (see roi.py for the forms it takes).
 
     `target` is the class to explain (name or index; default each frame's top-1). `options` are
     RunConfig fields (model, weights, labels, method, layer, device, ...); by default maps are aligned to
     the layer's receptive fields, where they are most accurate. `failing_output` receives the annotated
     frames that fail: a video for one source, else a folder with one video per clip. `on_clip(source)`
-    may return a context manager that yields a progress callback for that clip's run.
+    may return a context manager that yields a progress callback for that clip's run. `engines` keeps
+    models from clip to clip (api.Engines); with `handle_signals` (the command's main thread), Ctrl-C
+    and SIGTERM end the check with a report of how far it got.
     """
     source_list = expand_sources([str(sources)] if isinstance(sources, (str, Path)) else map(str, sources))
     if not source_list:
@@ -257,20 +259,20 @@ def check(sources: str | Path | Iterable[str | Path], roi: str | RegionSpec, *, 
     for path in filter(None, video_paths):
         check_output(path, "")
     report = CheckReport([], thresholds, target)
-    with _interruptible() as interrupted:
+    with _interruptible(handle_signals) as interrupted:
         for source, video_path in zip(source_list, video_paths):
             if report.interrupted_by is not None:  # the clips after an interruption are not checked at all
                 report.clips.append(ClipReport(source, [], summarize([]), [], incomplete="not checked: interrupted"))
                 continue
             clip_config = dataclasses.replace(base, source=source)
-            sink, incomplete = _check_clip(clip_config, regions, thresholds, video_path, on_clip, interrupted)
+            sink, incomplete = _check_clip(clip_config, regions, thresholds, video_path, on_clip, interrupted, engines)
             report.interrupted_by = interrupted.signal
             report.clips.append(_clip_report(source, sink, thresholds, video_path, target is not None, incomplete))
     return report
 
 
 def _check_clip(config: RunConfig, regions: RegionSpec, thresholds: Thresholds, video_path: Path | None,
-                on_clip, interrupted: _Interruption) -> tuple[CheckSink, str | None]:
+                on_clip, interrupted: _Interruption, engines: api.Engines | None) -> tuple[CheckSink, str | None]:
     """Run one clip with a CheckSink; the sink, and why the clip was not seen to its end (None if it was)."""
     sinks: list[CheckSink] = []
 
@@ -284,7 +286,8 @@ def _check_clip(config: RunConfig, regions: RegionSpec, thresholds: Thresholds, 
 
     with on_clip(config.source) if on_clip else contextlib.nullcontext() as on_tick:
         try:
-            result = api.run(config, extra_sinks=make_sinks, on_tick=on_tick)
+            result = api.run(config, extra_sinks=make_sinks, on_tick=on_tick, engines=engines,
+                             handle_signals=interrupted.handled)
         except _Interrupted as stop:  # before the clip's frames flowed (loading the model): nothing seen
             interrupted.signal = stop.signal
             return checked(), f"interrupted ({stop.name}) before its first frame"
@@ -309,14 +312,15 @@ class _Interrupted(Exception):
 @dataclass
 class _Interruption:
     signal: signal.Signals | None = None
+    handled: bool = True  # Ctrl-C and SIGTERM are ours to handle (the main thread of a command)
 
 
 @contextlib.contextmanager
-def _interruptible():
+def _interruptible(handle_signals: bool):
     """Between clips, and while a clip's model loads, Ctrl-C or SIGTERM ends the check with a report
     (api.run handles them itself while frames flow). Signals are the main thread's only."""
-    interruption = _Interruption()
-    if threading.current_thread() is not threading.main_thread():
+    interruption = _Interruption(handled=handle_signals and threading.current_thread() is threading.main_thread())
+    if not interruption.handled:
         yield interruption
         return
 
