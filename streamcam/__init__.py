@@ -7,6 +7,7 @@
     result.maps      # (B,H,W) float32 in [0,1] on the model's device
 
     report = streamcam.check("drive.mp4", roi="boxes.json", model="demo")   # heatmap tests (checks.py)
+    report = streamcam.batch(["archive/"], "out/", model="demo")             # an archive on Ray (batches.py)
 """
 
 import os
@@ -31,16 +32,21 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`streamcam.check` loads the video pipeline only when it is used."""
+    """`streamcam.check` and `streamcam.batch` load the video pipeline (and Ray) only when used."""
     if name in ("check", "CheckReport"):
         from . import checks
 
         return getattr(checks, name)
+    if name in ("batch", "BatchReport"):
+        from . import batches
+
+        return getattr(batches, name)
     raise AttributeError(f"module 'streamcam' has no attribute {name!r}")
 
 
 __all__ = [
     "METHODS",
+    "BatchReport",
     "CheckReport",
     "Explainer",
     "Explanation",
@@ -49,6 +55,7 @@ __all__ = [
     "StreamcamError",
     "WeightsUnavailableError",
     "available_models",
+    "batch",
     "check",
     "feature_layers",
     "load_model",

@@ -48,6 +48,7 @@ class RunResult:
     interrupted_by: signal.Signals | None = None  # SIGINT (Ctrl-C) or SIGTERM, when one stopped the run
     expected_frames: int | None = None
     streams: str | None = None  # which streams were read, when the source has several
+    damage: str | None = None  # what could not be decoded, in one line (also logged as a warning)
 
     @property
     def complete(self) -> bool:
@@ -131,6 +132,7 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
             result.stop_reason = pipeline.stop_reason
             result.outputs = outputs.written()
             if damage := source.damage_report():
+                result.damage = damage
                 log.warning(damage)
     return result
 

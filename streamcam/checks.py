@@ -79,6 +79,7 @@ class ClipReport:
     objects: list[dict[str, object]] = field(default_factory=list)  # per annotated object: name, summary, failures
     failing_video: Path | None = None
     incomplete: str | None = None  # why not every frame was checked ("interrupted (SIGTERM) after 158 of 250 frames")
+    frames_seen: int = 0  # frames of the clip that reached the check, with a region or not
 
     @property
     def passed(self) -> bool:
@@ -171,8 +172,10 @@ class CheckSink(Sink):
         self.class_name = class_name
         self.failing_video = failing_video
         self.rows: list[dict[str, object]] = []
+        self.frames_seen = 0
 
     def write(self, rendered: RenderedFrame) -> None:
+        self.frames_seen += 1
         explained = rendered.explained
         frame = explained.frame
         height, width = frame.shape
@@ -353,7 +356,7 @@ def _clip_report(source: str, sink: CheckSink, thresholds: Thresholds, video: Pa
         object_summary = summarize(rows, target)
         objects.append({"name": name, "summary": object_summary, "failures": thresholds.failures(object_summary)})
     return ClipReport(source, sink.rows, summary, thresholds.failures(summary), objects,
-                      video if video and video.exists() else None, incomplete)
+                      video if video and video.exists() else None, incomplete, sink.frames_seen)
 
 
 def _failing_video_path(output: Path | None, source: str, index: int, count: int) -> Path | None:

@@ -187,6 +187,56 @@ def check(
 
 
 @app.command()
+def batch(
+    ctx: typer.Context,
+    sources: Annotated[list[str], typer.Argument(help="Clips: files, folders (recursively), quoted globs (\"archive/**/*.mp4\"), or @list.txt (one path a line).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the outputs (DIR/<clip's relative path>.mp4), the manifest and the reports.")],
+    video: Annotated[bool, typer.Option(help="Write each clip's annotated video.")] = True,
+    log: Annotated[bool, typer.Option("--log", help="Write each clip's per-frame log, DIR/<clip>.jsonl.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Check each clip's heatmaps against --roi, as `streamcam check` does.")] = False,
+    roi: Annotated[str | None, typer.Option(help="With --check: a region, or a template per clip, e.g. 'annotations/{stem}.json' ({stem}, {name}, {path}).")] = None,
+    class_name: Annotated[str | None, typer.Option("--class", help="With --check: explain this class in every frame. \\[default: each frame's top-1]")] = None,
+    min_share: Annotated[float | None, typer.Option("--min-share", help="With --check: the least mean energy share inside the region.")] = None,
+    min_pointing: Annotated[float, typer.Option("--min-pointing", help="With --check: the least share of frames with the peak inside.")] = 0.8,
+    address: Annotated[str | None, typer.Option(help="Join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT. \\[default: start a local Ray]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray workers (each loads the model once). \\[default: one per GPU; on CPU-only nodes one per 4 cores]")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo every clip, also those the manifest has as done.")] = False,
+    model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
+    method: Method = DEFAULT.method, layer: Layer = None, align: Align = DEFAULT.align, target: Target = None,
+    top_k: TopK = DEFAULT.top_k, alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap,
+    view: View = DEFAULT.view, smooth: Smooth = DEFAULT.smooth,
+    boxes: Boxes = DEFAULT.boxes, box_threshold: BoxThreshold = DEFAULT.box_threshold,
+    input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
+    precision: Precision = DEFAULT.precision, compile: Compile = DEFAULT.compile, crf: Crf = DEFAULT.crf,
+    preset: Preset = None, encoder: Encoder = DEFAULT.encoder, decoder: Decoder = DEFAULT.decoder,
+    video_stream: VideoStream = str(DEFAULT.video_stream), fps: Fps = None, max_frames: MaxFrames = None,
+    config: Config = None, debug: Debug = False,
+) -> None:
+    """Process an archive of clips on Ray, resumably: exit 0 when every clip is done (and passes), 1 when one failed."""
+    import signal
+
+    from .batches import RUN_ONLY
+    from .batches import batch as run_batch
+    from .console import BatchProgress, print_batch, setup_logging
+
+    setup_logging(debug)
+    settings = _config(ctx, config)
+    options = {name: getattr(settings, name) for name in FIELDS if name not in RUN_ONLY}
+    if check and roi is None:
+        raise StreamcamError("--check needs --roi: a region, or a template such as 'annotations/{stem}.json'")
+    checking = {"roi": roi, "target": class_name, "min_share": min_share, "min_pointing": min_pointing} if check else None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a CI runner's SIGTERM ends the batch as Ctrl-C does
+    with BatchProgress() as progress:
+        report = run_batch(sources, out, address=address, workers=workers, force=force, video=video, log=log,
+                           check=checking, on_progress=progress, **options)
+    print_batch(report)
+    if report.interrupted:
+        _exit(130)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def models() -> None:
     """List the torchvision classification models that --model accepts."""
     from .models import available_models

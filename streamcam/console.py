@@ -133,3 +133,50 @@ def print_check(report) -> None:
                      f"({incomplete[0].source}: {incomplete[0].incomplete}); the check does not pass")
     else:
         stdout.print("[green]passed[/]" if report.passed else f"[red]failed[/]: {len(report.failures())} of the checks above")
+
+
+class BatchProgress:
+    """The batch's on_progress callback: one bar over all clips, with done, failed, the fleet's FPS, ETA."""
+
+    def __init__(self):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
+        self.task = None
+
+    def __enter__(self) -> BatchProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, report, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("batch", total=total)
+            self.progress.start()
+        totals = report.totals
+        self.progress.update(self.task, completed=totals["done"] + totals["failed"],
+                             description=f"done {totals['done']} · failed {totals['failed']} · {totals['fps']:.1f} fps")
+
+
+def print_batch(report) -> None:
+    """The fleet's totals, and one row per clip that failed (or did not pass its check)."""
+    totals = report.totals
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("clips", f"{totals['clips']} · done {totals['done']} ({totals['cached']} already) · failed {totals['failed']}")
+    table.add_row("frames", f"{totals['frames']} in {totals['seconds']:.1f} s · {totals['fps']:.1f} fps across "
+                            f"{report.workers} worker{'s' * (report.workers != 1)} on {len(report.nodes)} node"
+                            f"{'s' * (len(report.nodes) != 1)}")
+    if "pass_rate" in totals:
+        table.add_row("check", f"{totals['check_passed']} passed · pass rate {totals['pass_rate']:.1%}")
+    for clip in report.clips:
+        if clip["state"] == "failed":
+            table.add_row("[red]failed[/]", f"{clip['name']}: {clip['error']}")
+        elif clip.get("passed") is False:
+            table.add_row("[red]check failed[/]", clip["name"])
+    if report.interrupted:
+        table.add_row("[red]interrupted[/]", "the clips not listed as done are done on the next run")
+    table.add_row("wrote", f"{report.path}, {report.folder / 'report.csv'}"
+                           + (f", {report.folder / 'junit.xml'}" if report.check is not None else ""))
+    stdout.print(table)
