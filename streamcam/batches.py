@@ -91,6 +91,7 @@ class BatchReport:
     seconds: float
     interrupted: bool = False
     check: CheckReport | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # where the wall time went, in seconds
 
     @property
     def failed(self) -> list[dict[str, object]]:
@@ -123,7 +124,8 @@ class BatchReport:
         ray = ray_module()
         write_atomically(self.path, json.dumps({
             "engine": "ray", "ray_version": ray.__version__, "nodes": self.nodes, "workers": self.workers,
-            "interrupted": self.interrupted, "passed": self.passed, "totals": self.totals, "clips": self.clips,
+            "interrupted": self.interrupted, "passed": self.passed, "totals": self.totals, "timings": self.timings,
+            "clips": self.clips,
         }, indent=1) + "\n")
         columns = ["clip", "state", "frames", "seconds", "fps", "node", "cached", "passed", "error"]
         text = io.StringIO()
@@ -173,6 +175,7 @@ def batch(sources: str | Iterable[str], out: str | Path, *, address: str | None 
             to_do.append(job)
     started = time.monotonic()
     with connected(address):
+        report.timings["ray_start"] = time.monotonic() - started
         report.nodes = describe_nodes()
         if to_do:
             slots = plan_workers(workers, str(options.get("device", "auto")))[:len(to_do)]
@@ -182,9 +185,11 @@ def batch(sources: str | Iterable[str], out: str | Path, *, address: str | None 
             except KeyboardInterrupt:
                 report.interrupted = True
             clear_partials(folder)  # every worker is gone: what is left there, a dead worker left
-        report.seconds = time.monotonic() - started
-        report.clips.sort(key=lambda clip: clip["name"])
-        report.write()
+        stopping = time.monotonic()
+    report.timings["ray_stop"] = time.monotonic() - stopping
+    report.seconds = time.monotonic() - started
+    report.clips.sort(key=lambda clip: clip["name"])
+    report.write()
     return report
 
 
@@ -246,6 +251,7 @@ def _run_jobs(jobs: list[ClipJob], slots, manifest: Manifest, prints: dict[str, 
                 outcome = ClipOutcome(job.name, "failed", error=f"the worker died: {type(error).__name__}")
                 worker = start_worker(slot)
             _record(outcome, manifest, prints[job.name], report)
+            report.timings["clips"] = report.timings.get("clips", 0.0) + outcome.seconds
             report.seconds = time.monotonic() - started
             if on_progress:
                 on_progress(report, total)

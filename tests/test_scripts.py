@@ -36,3 +36,11 @@ def test_engine_benchmark_times_every_method_against_pytorch_grad_cam():
     methods = [line.split("|")[3].strip() for line in done.stdout.splitlines() if line.startswith("| resnet18 |")]
     assert methods[:2] == ["gradcam", "cam"] and "scorecam" in methods and methods[-1] == "gradcam"  # layer3 last
     assert "precision fp32" in done.stdout
+
+
+def test_batch_benchmark_runs_the_three_paths():
+    done = run_script("bench_batch.py", "--clips", "2", "--seconds", "0.5", "--size", "160x96")
+    paths = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ") and "×" in line][1:]
+    assert paths == ["shell loop of `streamcam run`", "`streamcam batch --workers 1`",
+                     "`streamcam batch` (default: 1 worker(s))"]
+    assert done.stdout.count("Ray's own share") == 2
