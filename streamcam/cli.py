@@ -60,8 +60,7 @@ ReconnectTimeout = Annotated[float, typer.Option("--reconnect-timeout", help="Se
 Debug = Annotated[bool, typer.Option(help="Show full tracebacks.")]
 
 
-def _options(
-    output: Output = None,
+def _clip_options(
     model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
     method: Method = DEFAULT.method, layer: Layer = None, align: Align = DEFAULT.align, target: Target = None,
     top_k: TopK = DEFAULT.top_k, alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap,
@@ -70,24 +69,33 @@ def _options(
     input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
     precision: Precision = DEFAULT.precision, compile: Compile = DEFAULT.compile, crf: Crf = DEFAULT.crf, preset: Preset = None,
     encoder: Encoder = DEFAULT.encoder, decoder: Decoder = DEFAULT.decoder,
-    camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
-    video_stream: VideoStream = str(DEFAULT.video_stream), fps: Fps = None,
-    max_frames: MaxFrames = None, log: Log = None, contact_sheet: ContactSheet = None, config: Config = None,
-    debug: Debug = False,
+    video_stream: VideoStream = str(DEFAULT.video_stream), fps: Fps = None, max_frames: MaxFrames = None,
+    config: Config = None, debug: Debug = False,
 ) -> None:
-    """The options `run` and `webcam` share (their signature is appended to each command's)."""
+    """The options that apply to any clip: `run`, `webcam` and `batch` share them."""
 
 
-def _with_shared_options(command):
-    """Typer reads a command's options from its signature: append the shared ones to the command's own."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    shared = list(inspect.signature(_options, eval_str=True).parameters.values())
-    command.__signature__ = inspect.Signature(own + shared)
-    return command
+def _source_options(
+    output: Output = None,
+    camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
+    log: Log = None, contact_sheet: ContactSheet = None,
+) -> None:
+    """The options of one source's run: `run` and `webcam` share them too."""
+
+
+def _with_options(*groups):
+    """Typer reads a command's options from its signature: append the groups' to the command's own."""
+    def append(command):
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        shared = [p for group in groups for p in inspect.signature(group, eval_str=True).parameters.values()]
+        command.__signature__ = inspect.Signature(own + shared)
+        return command
+
+    return append
 
 
 @app.command()
-@_with_shared_options
+@_with_options(_source_options, _clip_options)
 def run(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="Video file, image or folder of images, stream URL (rtsp://, http://), camera index, or lavfi:GRAPH.")],
@@ -99,7 +107,7 @@ def run(
 
 
 @app.command()
-@_with_shared_options
+@_with_options(_source_options, _clip_options)
 def webcam(
     ctx: typer.Context,
     camera: Annotated[str, typer.Option(help="Camera index or device path (/dev/video0; a name on Windows).")] = "0",
@@ -187,6 +195,7 @@ def check(
 
 
 @app.command()
+@_with_options(_clip_options)
 def batch(
     ctx: typer.Context,
     sources: Annotated[list[str], typer.Argument(help="Clips: files, folders (recursively), quoted globs (\"archive/**/*.mp4\"), or @list.txt (one path a line).")],
@@ -201,16 +210,7 @@ def batch(
     address: Annotated[str | None, typer.Option(help="Join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT. \\[default: start a local Ray]")] = None,
     workers: Annotated[int | None, typer.Option(help="Ray workers (each loads the model once). \\[default: one per GPU; on CPU-only nodes one per 4 cores]")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every clip, also those the manifest has as done.")] = False,
-    model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
-    method: Method = DEFAULT.method, layer: Layer = None, align: Align = DEFAULT.align, target: Target = None,
-    top_k: TopK = DEFAULT.top_k, alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap,
-    view: View = DEFAULT.view, smooth: Smooth = DEFAULT.smooth,
-    boxes: Boxes = DEFAULT.boxes, box_threshold: BoxThreshold = DEFAULT.box_threshold,
-    input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
-    precision: Precision = DEFAULT.precision, compile: Compile = DEFAULT.compile, crf: Crf = DEFAULT.crf,
-    preset: Preset = None, encoder: Encoder = DEFAULT.encoder, decoder: Decoder = DEFAULT.decoder,
-    video_stream: VideoStream = str(DEFAULT.video_stream), fps: Fps = None, max_frames: MaxFrames = None,
-    config: Config = None, debug: Debug = False,
+    **options: object,
 ) -> None:
     """Process an archive of clips on Ray, resumably: exit 0 when every clip is done (and passes), 1 when one failed."""
     import signal
@@ -219,8 +219,8 @@ def batch(
     from .batches import batch as run_batch
     from .console import BatchProgress, print_batch, setup_logging
 
-    setup_logging(debug)
-    settings = _config(ctx, config)
+    setup_logging(bool(options["debug"]))
+    settings = _config(ctx, options["config"])
     options = {name: getattr(settings, name) for name in FIELDS if name not in RUN_ONLY}
     if check and roi is None:
         raise StreamcamError("--check needs --roi: a region, or a template such as 'annotations/{stem}.json'")
