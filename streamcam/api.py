@@ -145,7 +145,8 @@ def _open(config: RunConfig, decoding: Decoding, resources: contextlib.ExitStack
         return IterableSource(config.source, fps=config.fps or 30.0)
     camera_size = parse_size(config.camera_size) if config.camera_size else None
     return resources.enter_context(open_source(
-        os.fspath(config.source), decoding=decoding, camera_size=camera_size, camera_fps=config.camera_fps,
+        os.fspath(config.source), decoding=decoding, copy_streams=config.writes_video, camera_size=camera_size,
+        camera_fps=config.camera_fps,
         reconnect_timeout=config.reconnect_timeout, video_stream=config.video_stream_value(), fps=config.fps))
 
 

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checks import CheckReport, ClipReport, Thresholds
+from .checks import CheckReport, ClipReport, Thresholds, summarize
 from .config import RunConfig
 from .errors import StreamcamError
-from .fleet import ClipJob, ClipOutcome, connected, describe_nodes, plan_workers, ray_module, start_worker
+from .fleet import MAX_RESTARTS, ClipJob, ClipOutcome, connected, describe_nodes, plan_workers, ray_module, start_worker
 from .manifest import ClipRecord, Manifest, clear_partials, fingerprint, write_atomically
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".ts", ".m2ts", ".mts", ".webm", ".flv", ".mpg", ".mpeg",
@@ -58,7 +58,7 @@ def find_clips(specs: Iterable[str]) -> list[Clip]:
         elif Path(spec).is_file():
             found.append(Clip(Path(spec), Path(spec).name))
         elif glob.has_magic(spec):
-            root = Path(spec.split("*")[0].split("?")[0].split("[")[0]).parent if "/" in spec else Path(".")
+            root = Path(os.path.dirname(spec.split("*")[0].split("?")[0].split("[")[0]) or ".")
             found += [Clip(Path(match), str(Path(match).relative_to(root))) for match in sorted(glob.glob(spec, recursive=True))
                       if Path(match).is_file()]
         elif "://" in spec:
@@ -111,9 +111,8 @@ class BatchReport:
                   "frames": frames, "seconds": round(self.seconds, 3),
                   "fps": round(frames / self.seconds, 2) if self.seconds else 0.0}
         if self.check is not None:
-            checked = [clip for clip in self.clips if clip.get("passed") is not None]
-            totals["check_passed"] = sum(clip["passed"] for clip in checked)
-            totals["pass_rate"] = round(totals["check_passed"] / len(checked), 4) if checked else 0.0
+            totals["check_passed"] = sum(bool(clip.get("passed")) for clip in self.clips)  # a failed clip did not pass
+            totals["pass_rate"] = round(totals["check_passed"] / len(self.clips), 4) if self.clips else 0.0
         return totals
 
     @property
@@ -157,8 +156,14 @@ def batch(sources: str | Iterable[str], out: str | Path, *, address: str | None 
     RunConfig fields for every clip; `check` (roi: a path, or a template with {stem}, {name}, {path};
     and target, min_share, min_pointing) measures each clip as `streamcam check` does. Validated before
     Ray starts; `on_progress(report so far, clips in all)` is called as clips finish."""
-    folder = Path(out)
-    clips = find_clips([sources] if isinstance(sources, str) else list(sources))
+    folder = Path(out).resolve()  # every node writes where the driver means, whatever its working folder
+    specs = [sources] if isinstance(sources, str) else list(sources)
+    clips = [clip for clip in find_clips(specs) if folder not in clip.path.resolve().parents]
+    for spec in specs:
+        root = Path(spec).resolve()
+        if root.is_dir() and (folder == root or root in folder.parents):
+            raise StreamcamError(f"--out {out} is inside the source folder {spec}: outputs would become sources, "
+                                 "or overwrite them; choose a folder outside it")
     if not clips:
         raise StreamcamError("no clip found in the sources given")
     jobs, prints, manifest = _plan(clips, folder, video, log, check, force, options)
@@ -166,7 +171,8 @@ def batch(sources: str | Iterable[str], out: str | Path, *, address: str | None 
         check.get("min_share"), check.get("min_pointing", 0.8)), check.get("target")) if check else None)
     to_do = []
     for job in jobs:
-        if manifest.is_done(job.name, prints[job.name]):
+        planned = [str(path.relative_to(folder)) for path in (job.video, job.log) if path is not None]
+        if manifest.is_done(job.name, prints[job.name], planned):
             record = manifest.clips[job.name]
             report.clips.append(_row(job.name, record, cached=True))
             if report.check is not None and record.check is not None:
@@ -238,18 +244,21 @@ def _run_jobs(jobs: list[ClipJob], slots, manifest: Manifest, prints: dict[str, 
             job = queue.pop()
             running[worker.process.remote(job)] = (worker, job, slot)
 
-    workers = [(start_worker(slot), slot) for slot in slots]
+    workers = [start_worker(slot) for slot in slots]
     try:
-        for worker, slot in workers:
+        for worker, slot in zip(workers, slots):
             give(worker, slot)
         while running:
             [ready], _ = ray.wait(list(running), num_returns=1)
             worker, job, slot = running.pop(ready)
             try:
                 outcome: ClipOutcome = ray.get(ready)
-            except ray.exceptions.RayError as error:  # the worker died more often than Ray retries
-                outcome = ClipOutcome(job.name, "failed", error=f"the worker died: {type(error).__name__}")
-                worker = start_worker(slot)
+            except ray.exceptions.RayActorError as error:  # the worker died more often than Ray restarts it
+                outcome = ClipOutcome(job.name, "failed", error=f"its worker died {MAX_RESTARTS + 1} times ({error.__class__.__name__})")
+                ray.kill(worker)
+                workers[workers.index(worker)] = worker = start_worker(slot)
+            except ray.exceptions.RayTaskError as error:  # a bug of ours, raised in the worker
+                outcome = ClipOutcome(job.name, "failed", error=str(error.cause or error).splitlines()[0])
             _record(outcome, manifest, prints[job.name], report)
             report.timings["clips"] = report.timings.get("clips", 0.0) + outcome.seconds
             report.seconds = time.monotonic() - started
@@ -257,7 +266,7 @@ def _run_jobs(jobs: list[ClipJob], slots, manifest: Manifest, prints: dict[str, 
                 on_progress(report, total)
             give(worker, slot)
     finally:
-        for worker, _ in workers:
+        for worker in workers:
             ray.kill(worker)
 
 
@@ -268,6 +277,8 @@ def _record(outcome: ClipOutcome, manifest: Manifest, print_: dict, report: Batc
         check = {"passed": clip.passed, "summary": clip.summary, "failures": clip.failures, "objects": clip.objects}
         clip.source = outcome.name
         report.check.clips.append(clip)
+    elif report.check is not None:  # a clip that could not be checked is an error case in JUnit
+        report.check.clips.append(ClipReport(outcome.name, [], summarize([]), [], incomplete=f"failed: {outcome.error}"))
     record = ClipRecord(outcome.state, print_, outcome.error, outcome.frames, outcome.seconds, outcome.node,
                         outcome.outputs, check, outcome.warning)
     manifest.record(outcome.name, record)

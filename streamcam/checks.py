@@ -264,6 +264,7 @@ def check(sources: str | Path | Iterable[str | Path], roi: str | RegionSpec, *, 
     report = CheckReport([], thresholds, target)
     with _interruptible(handle_signals) as interrupted:
         for source, video_path in zip(source_list, video_paths):
+            report.interrupted_by = report.interrupted_by or interrupted.signal
             if report.interrupted_by is not None:  # the clips after an interruption are not checked at all
                 report.clips.append(ClipReport(source, [], summarize([]), [], incomplete="not checked: interrupted"))
                 continue
@@ -289,20 +290,35 @@ def _check_clip(config: RunConfig, regions: RegionSpec, thresholds: Thresholds, 
 
     with on_clip(config.source) if on_clip else contextlib.nullcontext() as on_tick:
         try:
-            result = api.run(config, extra_sinks=make_sinks, on_tick=on_tick, engines=engines,
-                             handle_signals=interrupted.handled)
+            interrupted.raising = True  # while the model loads, a signal stops the clip (api.run's own, later)
+            if interrupted.signal is not None:
+                raise _Interrupted(interrupted.signal)
+            result = api.run(config, extra_sinks=make_sinks, on_tick=_first_tick_ends(interrupted, on_tick),
+                             engines=engines, handle_signals=interrupted.handled)
         except _Interrupted as stop:  # before the clip's frames flowed (loading the model): nothing seen
-            interrupted.signal = stop.signal
             return checked(), f"interrupted ({stop.name}) before its first frame"
         except RunFailed as error:
             seen = error.result.stats.written if error.result is not None else 0
             return checked(), f"{error} (after {seen} frames)"
+        finally:
+            interrupted.raising = False
     if result.interrupted_by is not None:
         interrupted.signal = result.interrupted_by
     if result.complete:
         return checked(), None
     of = f" of {result.expected_frames}" if result.expected_frames else ""
     return checked(), f"{result.stop_reason} after {result.stats.written}{of} frames"
+
+
+def _first_tick_ends(interrupted: _Interruption, on_tick):
+    """The run's progress callback: once frames flow, api.run's signal handling (and then only the note of
+    a signal) takes over from stopping the start-up."""
+    def tick(pipeline):
+        interrupted.raising = False
+        if on_tick is not None:
+            on_tick(pipeline)
+
+    return tick
 
 
 class _Interrupted(Exception):
@@ -316,19 +332,23 @@ class _Interrupted(Exception):
 class _Interruption:
     signal: signal.Signals | None = None
     handled: bool = True  # Ctrl-C and SIGTERM are ours to handle (the main thread of a command)
+    raising: bool = False  # a signal now also stops what is under way (a clip's model loading)
 
 
 @contextlib.contextmanager
 def _interruptible(handle_signals: bool):
     """Between clips, and while a clip's model loads, Ctrl-C or SIGTERM ends the check with a report
-    (api.run handles them itself while frames flow). Signals are the main thread's only."""
+    (api.run handles them itself while frames flow): the signal is noted, and only a clip starting up is
+    stopped by it, so that reports are never cut short. Signals are the main thread's only."""
     interruption = _Interruption(handled=handle_signals and threading.current_thread() is threading.main_thread())
     if not interruption.handled:
         yield interruption
         return
 
     def handler(signum, frame):
-        raise _Interrupted(signum)
+        interruption.signal = signal.Signals(signum)
+        if interruption.raising:
+            raise _Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

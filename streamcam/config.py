@@ -116,6 +116,13 @@ class RunConfig:
                 check_output(output, self.source, log=is_log)
         return self
 
+    @property
+    def writes_video(self) -> bool:
+        """The output is a video file (not images, not only a log)."""
+        from .formats import VIDEO_CODECS
+
+        return self.output is not None and self.output.suffix.lower() in VIDEO_CODECS
+
     def video_stream_value(self) -> int | str:
         """--video-stream as the source takes it: an index, or "all"."""
         value = str(self.video_stream).lower()
@@ -178,7 +185,11 @@ def load_preset(path: str | Path) -> dict[str, object]:
         key = str(key_node.value).replace("-", "_")
         if key not in FIELDS or key == "source":
             raise _unknown_key(path, line, key_node.value)
-        value = yaml.SafeLoader("").construct_object(value_node, deep=True)
+        try:
+            value = yaml.SafeLoader("").construct_object(value_node, deep=True)
+        except (yaml.YAMLError, ValueError) as error:  # a tag that does not fit: !!float abc, !custom
+            problem = getattr(error, "problem", None) or str(error)
+            raise StreamcamError(f"{path} line {line}: {key}: {problem}") from None
         values[key] = _coerce(path, line, key, value)
     return values
 

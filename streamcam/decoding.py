@@ -67,7 +67,7 @@ class AVSource(Source):
     been gone for `reconnect_timeout` seconds.
     """
 
-    def __init__(self, container: av.container.InputContainer, description: str, live: bool, with_audio: bool, *,
+    def __init__(self, container: av.container.InputContainer, description: str, live: bool, copy_streams: bool, *,
                  decoding: Decoding, reopen: Callable[[], av.container.InputContainer] | None = None,
                  reconnect_timeout: float = 30.0, video_stream: int | str = 0, fps: float | None = None):
         self.description = description
@@ -82,7 +82,7 @@ class AVSource(Source):
         start = container.start_time  # microseconds, None when unknown
         self.timeline = Timeline(Fraction(start, av.time_base) if start is not None and start > 0 else Fraction(0))
         self._copied = [] if live else [CopiedTrack(s) for s in container.streams
-                                        if (s.type == "audio" and with_audio) or s.type in ("data", "subtitle")]
+                                        if copy_streams and s.type in ("audio", "data", "subtitle")]
         stamped = not container.format.flags & _AVFMT_NOTIMESTAMPS
         self._clocks, infos = [], []
         for stream in self.streams:
@@ -104,6 +104,7 @@ class AVSource(Source):
         self._live_start: float | None = None  # capture clock of the first live frame
         self._reading = False  # the capture thread is inside the container; close() must wait for it
         self._close_requested = False
+        self._closing = threading.Lock()
 
     @property
     def videos(self) -> tuple[VideoInfo, ...]:
@@ -128,7 +129,7 @@ class AVSource(Source):
     def _attach(self, container: av.container.InputContainer) -> None:
         keep_ffmpeg_errors()  # damage is counted from them
         self.container = container
-        videos = list(container.streams.video)
+        videos = _cameras(container)
         if not videos:
             container.close()
             hint = " (nothing readable: an MP4 cut short before its index was written cannot be decoded)" \
@@ -151,20 +152,21 @@ class AVSource(Source):
             stream.thread_type = "SLICE"
 
     def _warn_left_out(self) -> None:
-        videos = list(self.container.streams.video)
+        videos = _cameras(self.container)
         left_out = [s for s in videos if s not in self.streams]
         if left_out:
             log.warning("%s has %d video streams; explaining %s only (--video-stream all explains each): left out %s",
                         self.description, len(videos), _name(self.streams[0]), ", ".join(map(_name, left_out)))
 
     def streams_report(self) -> str | None:
-        if len(self.container.streams.video) < 2 and not self._copied:
+        if len(_cameras(self.container)) < 2 and not self._copied:
             return None
         return ", ".join([f"video {_name(stream)}" for stream in self.streams] + [t.description for t in self._copied])
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
         stop = stop or threading.Event()
-        self._reading = True
+        with self._closing:
+            self._reading = True
         counts = [0] * len(self.streams)
         errors = _DecoderErrors({stream.codec_context.name for stream in self.streams})
         try:
@@ -174,10 +176,12 @@ class AVSource(Source):
                     if self.reopen is None or stop.is_set() or not self._reconnect(stop):
                         return
         finally:
-            self._reading = False
             for track in self._copied:
                 track.packets.put(None)
-            if self._close_requested:
+            with self._closing:
+                self._reading = False
+                close = self._close_requested
+            if close:
                 self.container.close()
 
     def _decode(self, counts: list[int], errors: _DecoderErrors) -> Iterator[Frame]:
@@ -194,28 +198,34 @@ class AVSource(Source):
                 before = errors.count
                 try:
                     decoded, broken = packet.decode(), False
-                except av.error.InvalidDataError:
+                except av.error.FFmpegError:  # this packet; the next may decode
                     decoded, broken = [], True
                 if broken or packet.is_corrupt or errors.count > before:
                     self.damaged_packets += 1
-                for frame in decoded:
-                    captured = time.monotonic()
-                    pts = self._live_pts(captured) if self.live else self._file_pts(k, frame)
-                    picture = decoded_picture(frame, self.decoding.keep_yuv)
-                    yield Frame(counts[k], picture, pts, self._videos[k].time_base, captured, stream=k)
-                    counts[k] += 1
+                yield from self._frames(k, decoded, counts)
         except av.error.FFmpegError as error:
             if self.reopen is not None:  # a dropped stream or camera: the caller reconnects
                 log.debug("reading %s failed: %s", self.description, error)
             elif self.live:
                 raise
-            else:  # a file that cannot be demuxed further: keep what was decoded
+            else:  # a file that cannot be demuxed further: keep what was decoded, and what the decoders hold
                 self.damaged_packets += 1
                 log.debug("demuxing %s stopped: %s", self.description, error)
+                for k, stream in enumerate(self.streams):
+                    with contextlib.suppress(av.error.FFmpegError):
+                        yield from self._frames(k, stream.codec_context.decode(None), counts)
         clock = self._clocks[0]
         if not self.live and clock.last_out is not None:
             decoded_until = float((clock.last_out + clock.step) * clock.time_base)
             self.missing_seconds = _missing_seconds(self.container, self.streams[0], decoded_until)
+
+    def _frames(self, k: int, decoded: list[av.VideoFrame], counts: list[int]) -> Iterator[Frame]:
+        for frame in decoded:
+            captured = time.monotonic()
+            pts = self._live_pts(captured) if self.live else self._file_pts(k, frame)
+            picture = decoded_picture(frame, self.decoding.keep_yuv)
+            yield Frame(counts[k], picture, pts, self._videos[k].time_base, captured, stream=k)
+            counts[k] += 1
 
     def _enter_timeline(self, k: int, packet: av.Packet) -> None:
         clock = self._clocks[k]
@@ -282,10 +292,16 @@ class AVSource(Source):
 
     def close(self) -> None:
         """Close now, or, while the capture thread is still inside the container, as soon as it leaves."""
-        if self._reading:
-            self._close_requested = True
-        else:
-            self.container.close()
+        with self._closing:
+            if self._reading:
+                self._close_requested = True
+                return
+        self.container.close()
+
+
+def _cameras(container: av.container.InputContainer) -> list:
+    """The container's video streams, but cover art (an MP4's attached picture, one still frame)."""
+    return [stream for stream in container.streams.video if not stream.disposition & av.stream.Disposition.attached_pic]
 
 
 def _name(stream) -> str:

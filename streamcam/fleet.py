@@ -158,17 +158,18 @@ class ClipWorker:
         started = time.monotonic()
         try:
             frames, warning, check = self._run(job, partials)
+            written = [final for final, partial in partials.items() if partial.exists()]  # no frame: no video
+            for final in written:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(partials[final], final)  # complete: only now does it get its final name
         except Exception as error:  # noqa: BLE001 - one clip's failure, in one line; the batch goes on
             for partial in partials.values():
                 partial.unlink(missing_ok=True)
             message = str(error) if isinstance(error, StreamcamError) else f"{type(error).__name__}: {error}"
             return ClipOutcome(job.name, "failed", error=message.splitlines()[0] if message else type(error).__name__,
                                seconds=time.monotonic() - started, node=node)
-        for final, partial in partials.items():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, final)  # complete: only now does it get its final name
         return ClipOutcome(job.name, "done", warning=warning, frames=frames, seconds=time.monotonic() - started,
-                           node=node, outputs=[str(final.relative_to(job.folder)) for final in partials], check=check)
+                           node=node, outputs=[str(final.relative_to(job.folder)) for final in written], check=check)
 
     def _run(self, job: ClipJob, partials: dict[Path, Path]) -> tuple[int, str | None, object]:
         from . import api, checks

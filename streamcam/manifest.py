@@ -52,11 +52,11 @@ class Manifest:
             except (ValueError, KeyError, TypeError):  # a manifest we cannot read: redo everything
                 self.clips = {}
 
-    def is_done(self, name: str, print_: dict[str, object]) -> bool:
-        """Done with the same file and options, and its outputs are all still there."""
+    def is_done(self, name: str, print_: dict[str, object], outputs: list[str]) -> bool:
+        """Done with the same file and options, into the outputs it would get now, which are all still there."""
         record = self.clips.get(name)
         return (record is not None and record.state == "done" and record.fingerprint == print_
-                and all((self.folder / output).exists() for output in record.outputs))
+                and sorted(record.outputs) == sorted(outputs) and all((self.folder / o).exists() for o in outputs))
 
     def record(self, name: str, record: ClipRecord) -> None:
         self.clips[name] = record

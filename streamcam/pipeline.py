@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -275,9 +276,12 @@ class Pipeline:
             while (taken := self.rendered.take(1, self.control.aborting)) is not None:
                 rendered: RenderedFrame = taken[0]
                 started = time.perf_counter()
-                self.outputs.write(rendered)
+                if not self.outputs.write(rendered):  # closed under us after a failure elsewhere
+                    return
                 self.stats.timed("write", time.perf_counter() - started)
                 self.stats.output(rendered.frame.captured)
-        finally:
-            self.outputs.close()  # when writing failed, that error is the one reported
-
+        except BaseException:
+            with contextlib.suppress(Exception):  # the write's error is the one to report
+                self.outputs.close()
+            raise
+        self.outputs.close()

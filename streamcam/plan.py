@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import StreamcamError, unknown_name
-from .formats import VIDEO_CODECS
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -215,8 +214,7 @@ class RunPlan:
     @classmethod
     def build(cls, config: RunConfig, device: torch.device, decoding: Decoding, video: VideoInfo) -> RunPlan:
         live = video.live
-        writes_video = config.output is not None and config.output.suffix.lower() in VIDEO_CODECS
-        h264 = choose_h264_encoder(config.encoder, on_gpu=is_gpu(device)) if writes_video else "libx264"
+        h264 = choose_h264_encoder(config.encoder, on_gpu=is_gpu(device)) if config.writes_video else "libx264"
         encoding = Encoding(h264, config.crf, config.preset or ("ultrafast" if live else "veryfast"), live)
         return cls(device=device, decoding=decoding, live=live, render_on_device=decoding.keep_yuv,
                    cuda_streams=is_gpu(device), batch_size=config.batch_size or (1 if live else 4),

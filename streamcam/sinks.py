@@ -48,11 +48,14 @@ class Outputs:
         self._lock = threading.Lock()
         self._closed = False
 
-    def write(self, rendered: RenderedFrame) -> None:
+    def write(self, rendered: RenderedFrame) -> bool:
+        """Write to every sink; False when the outputs were closed already (nothing written)."""
         with self._lock:
-            if not self._closed:
-                for sink in self.sinks:
-                    sink.write(rendered)
+            if self._closed:
+                return False
+            for sink in self.sinks:
+                sink.write(rendered)
+            return True
 
     def close(self) -> None:
         """Close every sink, even when one fails; raise the first failure."""

@@ -171,7 +171,7 @@ def open_source(
     decoding: Decoding | None = None,
     camera_size: tuple[int, int] | None = None,
     camera_fps: float | None = None,
-    with_audio: bool = True,
+    copy_streams: bool = True,
     reconnect_timeout: float = 30.0,
     video_stream: int | str = 0,
     fps: float | None = None,
@@ -187,6 +187,8 @@ def open_source(
     Live streams and cameras that drop are reopened for up to `reconnect_timeout` seconds. `decoding`
     (from the run plan) says how videos decode. `video_stream` picks the camera of a file with several
     (an index, or "all"); `fps` times the frames of a stream that has no timestamps (a raw .h264).
+    `copy_streams`: queue a file's audio, data and subtitle packets for a video output to copy (only
+    when one will read them: they are kept until it does).
     """
     from .decoding import AVSource, open_container, open_decoding
 
@@ -211,7 +213,7 @@ def open_source(
         container = reopen()
         # An http(s) URL may be a file (it has a duration) or a live stream (HLS live, MJPEG: no duration).
         live = name in LIVE_SCHEMES or not container.duration
-        return AVSource(container, spec, live, with_audio, reopen=reopen if live else None,
+        return AVSource(container, spec, live, copy_streams, reopen=reopen if live else None,
                         reconnect_timeout=reconnect_timeout, **video)
     path = Path(spec)
     if path.is_dir():
@@ -225,7 +227,7 @@ def open_source(
         return ImageSource([path], str(path))
     if path.stat().st_size == 0:
         raise StreamcamError(f"{spec} is empty")
-    return AVSource(open_decoding(spec, spec, decoding), spec, False, with_audio, **video)
+    return AVSource(open_decoding(spec, spec, decoding), spec, False, copy_streams, **video)
 
 
 def open_camera(spec: str, size: tuple[int, int] | None, fps: float | None, reconnect_timeout: float = 30.0,
@@ -250,5 +252,5 @@ def open_camera(spec: str, size: tuple[int, int] | None, fps: float | None, reco
     def reopen():
         return open_container(file, f"camera {spec} ({file})", format=fmt, options=options, timeout=OPEN_TIMEOUT)
 
-    return AVSource(reopen(), f"camera {spec}", live=True, with_audio=False, reopen=reopen,
+    return AVSource(reopen(), f"camera {spec}", live=True, copy_streams=False, reopen=reopen,
                     reconnect_timeout=reconnect_timeout, decoding=decoding or Decoding())

@@ -51,12 +51,16 @@ class StreamClock:
         self.stamped = stamped  # False: the container has no timestamps, frames are counted at `rate`
         self.time_base = Fraction(stream.time_base) if stamped and stream.time_base else 1 / (rate or ASSUMED_FPS)
         self.step = max(1, round(1 / ((rate or ASSUMED_FPS) * self.time_base)))  # one frame, in time_base ticks
-        self.in_decoder: collections.deque[tuple[int, int]] = collections.deque()  # (packet pts, segment)
+        # (packet pts, segment) of packets whose frames have not come out yet; a decoder holds a few
+        self.in_decoder: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
         self.segment = 0
         self.last_out: int | None = None  # what was handed out, strictly rising
 
     def segment_of(self, pts: int) -> int:
-        """The segment of the packet a decoded frame came from (frames leave in presentation order)."""
+        """The segment of the packet a decoded frame came from. Frames leave in presentation order, so
+        packets of earlier segments still listed never gave a frame (broken, or skipped): forget them."""
+        while self.in_decoder and self.in_decoder[0][1] < self.segment:
+            self.in_decoder.popleft()
         for position, (packet_pts, segment) in enumerate(self.in_decoder):
             if packet_pts == pts:
                 del self.in_decoder[position]

@@ -147,16 +147,15 @@ class VideoFileSink(Sink):
     def _convert_adts(self, track: CopiedTrack) -> None:
         """AAC from MPEG-TS carries its configuration in an ADTS header on every packet; MP4 needs it once,
         in the stream's header, which a fragmented MP4 writes before any packet (so FFmpeg's automatic
-        conversion comes too late). Take it from the first packet's header, and strip the headers."""
+        conversion comes too late). Take it from the first packet's header when it has been demuxed
+        already, else from the stream's parameters; and strip the headers."""
         first = self.pending.get(track)
         if first is None:
             with contextlib.suppress(queue.Empty):
-                first = self.pending[track] = track.packets.get(timeout=1)
-        if first is None:
-            self.pending.pop(track, None)
-            self.copies_done.add(track)
-            return
-        self.copies[track].codec_context.extradata = _audio_specific_config(bytes(first))
+                first = self.pending[track] = track.packets.get(timeout=0.5)
+        header = bytes(first) if first is not None else b""
+        self.copies[track].codec_context.extradata = (_audio_specific_config(header) if _is_adts_header(header)
+                                                      else _audio_specific_config_of(track.stream))
         self.filters[track] = BitStreamFilterContext("aac_adtstoasc", track.stream)
 
     def _add_video(self, info: VideoInfo, width: int, height: int, matrix: str) -> _Camera:
@@ -227,13 +226,30 @@ def _is_adts(stream: av.stream.Stream) -> bool:
     return stream.type == "audio" and stream.codec_context.name == "aac" and not stream.codec_context.extradata
 
 
+def _is_adts_header(data: bytes) -> bool:
+    return len(data) >= 7 and data[0] == 0xFF and data[1] & 0xF0 == 0xF0
+
+
 def _audio_specific_config(adts: bytes) -> bytes:
     """MP4's AudioSpecificConfig (object type, sampling frequency index, channels) from an ADTS header."""
-    if len(adts) < 7 or adts[0] != 0xFF or adts[1] & 0xF0 != 0xF0:
-        raise StreamcamError("the source's AAC audio has neither a configuration nor ADTS headers")
     profile, frequency = adts[2] >> 6, (adts[2] >> 2) & 0x0F
     channels = (adts[2] & 1) << 2 | adts[3] >> 6
-    return ((profile + 1) << 11 | frequency << 7 | channels << 3).to_bytes(2, "big")
+    return _config_bytes(profile + 1, frequency, channels)
+
+
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+_AAC_OBJECTS = {"Main": 1, "LC": 2, "SSR": 3, "LTP": 4}
+
+
+def _audio_specific_config_of(stream: av.audio.stream.AudioStream) -> bytes:
+    """The same from the stream's parameters, when no packet has come yet."""
+    context = stream.codec_context
+    rate = min(range(len(_AAC_RATES)), key=lambda i: abs(_AAC_RATES[i] - context.sample_rate))
+    return _config_bytes(_AAC_OBJECTS.get(context.profile, 2), rate, min(7, context.channels))
+
+
+def _config_bytes(object_type: int, frequency: int, channels: int) -> bytes:
+    return (object_type << 11 | frequency << 7 | channels << 3).to_bytes(2, "big")
 
 
 def _format_holds(format_name: str, video_codec: str, stream: av.stream.Stream) -> bool:

@@ -66,10 +66,12 @@ def test_every_clip_is_processed_as_run_would_and_a_broken_one_is_recorded(local
     assert not list((tmp_path / "out" / ".partial").iterdir())
 
 
-def test_a_rerun_skips_what_is_done_and_force_redoes_it(local_ray, archive, tmp_path):
+def test_a_rerun_skips_what_is_done_and_force_redoes_it(local_ray, archive, tmp_path, monkeypatch):
     good = [str(archive / "car1"), str(archive / "car2" / "0001.mp4")]
+    monkeypatch.chdir(tmp_path)  # a relative --out: the workers started elsewhere must write here
     started = time.monotonic()
-    first = streamcam.batch(good, tmp_path / "out", **FAST)
+    first = streamcam.batch(good, "out", **FAST)
+    assert (tmp_path / "out" / "car1" / "0001.mp4").exists()
     first_seconds = time.monotonic() - started
     started = time.monotonic()
     again = streamcam.batch(good, tmp_path / "out", **FAST)
@@ -121,12 +123,13 @@ def test_check_with_a_region_per_clip_reports_the_pass_rate_and_junit(local_ray,
         (tmp_path / "rois" / f"{name}.json").write_text(json.dumps(boxes))
     # b's region is the wrong corner: its check fails
     (tmp_path / "rois" / "b.json").write_text(json.dumps([{"frame": i, "box": [0, 0, 20, 20]} for i in range(30)]))
+    (tmp_path / "clips" / "c.mp4").write_bytes(b"broken")
     report = streamcam.batch([str(tmp_path / "clips")], tmp_path / "out", video=False, model="demo", device="cpu",
                              check={"roi": str(tmp_path / "rois" / "{stem}.json"), "min_pointing": 0.8})
-    assert {clip["name"]: clip["passed"] for clip in report.clips} == {"a.mp4": True, "b.mp4": False}
-    assert report.totals["pass_rate"] == 0.5 and not report.passed
+    assert {clip["name"]: clip.get("passed") for clip in report.clips} == {"a.mp4": True, "b.mp4": False, "c.mp4": None}
+    assert report.totals["pass_rate"] == pytest.approx(1 / 3, abs=1e-3) and not report.passed  # the broken clip too
     suite = ET.parse(tmp_path / "out" / "junit.xml").getroot().find("testsuite")
-    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")  # the broken one: an error
     assert not list((tmp_path / "out").glob("*.mp4"))  # --no-video: the check only
 
 
@@ -139,6 +142,7 @@ def streamcam_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     (["batch", "{archive}/nothing*.mp4", "--out", "{out}"], "no clip found"),
     (["batch", "{archive}", "--out", "{out}", "--alpha", "3"], "--alpha must be between 0 and 1"),
     (["batch", "{archive}", "--out", "{out}", "--check"], "--check needs --roi"),
+    (["batch", "{archive}", "--out", "{archive}/car1"], "is inside the source folder"),  # outputs over the sources
 ])
 def test_usage_errors_exit_2_before_ray_starts(archive, tmp_path, args, message):
     started = time.monotonic()

@@ -79,7 +79,8 @@ def test_every_option_in_the_readme_table_is_a_preset_key():
 @pytest.mark.parametrize("text, message", [("alpha: lots", "alpha must be a number, got 'lots'"),
                                            ("top-k: 2.5", "top_k must be a whole number, got 2.5"),
                                            ("box-threshold: true", "box_threshold must be a number or a name, got True"),
-                                           ("model: ", "model cannot be empty")])
+                                           ("model: ", "model cannot be empty"),
+                                           ("alpha: !!float abc", "alpha: could not convert")])
 def test_values_of_the_wrong_type_say_which_key_and_line(tmp_path, text, message):
     preset = tmp_path / "preset.yaml"
     preset.write_text("model: resnet18\n" + text + "\n")

@@ -203,3 +203,38 @@ def test_the_outputs_reported_are_the_files_written(tmp_path, monkeypatch):
     assert result.stats.written == 0
     assert result.outputs == [tmp_path / "log.jsonl"]
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "sheet.png").exists()
+
+
+def test_a_write_error_is_the_one_reported_when_closing_fails_too(tmp_path):
+    """The disk fills while a frame is written, and then a sink cannot close either: the run's error is
+    the write's (a run that failed, exit 1, with its summary), not the close's."""
+    from streamcam.errors import RunFailed, StreamcamError
+
+    class FullDisk(Sink):
+        def write(self, rendered):
+            raise RunFailed("disk full: stopped writing")
+
+        def close(self):
+            raise StreamcamError("cannot write sheet.png")
+
+    with pytest.raises(RunFailed, match="disk full"):
+        run(write_clip(tmp_path / "in.mp4", frames=8), log=tmp_path / "log.jsonl",
+            extra_sinks=lambda source, name: [FullDisk()])
+
+
+def test_streams_are_copied_only_for_a_video_output(tmp_path, monkeypatch):
+    """A file's audio packets wait in a queue for the video sink; with no video output nothing reads them."""
+    from streamcam import sources
+
+    opened = []
+
+    def spy(*args, **kwargs):
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    real = sources.open_source
+    monkeypatch.setattr(api, "open_source", spy)
+    clip = write_clip(tmp_path / "in.mp4", frames=8, audio=True)
+    run(clip, log=tmp_path / "log.jsonl")
+    run(clip, output=tmp_path / "out.mp4")
+    assert [len(source.copied) for source in opened] == [0, 1]

@@ -113,3 +113,31 @@ def test_gps_tracks_are_copied_where_the_container_holds_them_and_named_where_no
     assert not [s for s in streams_of(tmp_path / "out.mp4") if s["type"] == "data"]
     assert [r.getMessage() for r in caplog.records if "left out" in r.getMessage()] == [
         ".mp4 cannot hold the source's data stream 2 (klv); it is left out"]
+
+
+def test_cover_art_is_not_a_camera(tmp_path, caplog):
+    """An MP4's attached picture (cover art) is a video stream of one still frame, not a second camera."""
+    import av
+
+    from media import moving_square
+
+    clip = tmp_path / "with_cover.mp4"
+    with av.open(str(clip), "w") as container:
+        video = container.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        still = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24").reformat(format="yuvj420p")
+        still.pts = 0
+        container.mux(cover.encode(still))
+        container.mux(cover.encode(None))
+        for index in range(12):
+            frame = av.VideoFrame.from_ndarray(moving_square(index, 160, 120), format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    with caplog.at_level(logging.WARNING, logger="streamcam"):
+        result = run(clip, output=tmp_path / "out.mp4", video_stream="all")
+    assert result.stats.written == 12 and result.streams is None
+    assert not [r for r in caplog.records if "video streams" in r.getMessage()]
