@@ -259,11 +259,13 @@ def layers(model: str = typer.Argument(..., help="A model name, as listed by `st
 
 @app.command()
 def methods() -> None:
-    """List the explanation methods that --method accepts."""
-    from .cam import METHODS
+    """List the explanation methods that --method accepts, with their options (--method-option)."""
+    from .cam.methods import METHODS, method_options
 
     for name, method in METHODS.items():
-        typer.echo(f"{name:<11} {method.summary}")
+        typer.echo(f"{name:<20} {method.summary}")
+        if options := method_options(method):
+            typer.echo(f"{'':<20} options: " + ", ".join(f"{name}.{option}={default}" for option, default in options.items()))
 
 
 def _config(ctx: typer.Context, preset_path: Path | None) -> RunConfig:

@@ -25,8 +25,10 @@ def test_layers_lists_feature_maps_with_the_default_last():
 
 def test_methods_lists_every_method():
     result = streamcam("methods")
-    names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["gradcam", "cam", "gradcam++", "layercam", "hirescam", "xgradcam", "scorecam", "saliency", "smoothgrad"]
+    names = [line.split()[0] for line in result.stdout.splitlines() if not line.startswith(" ")]
+    assert names == ["gradcam", "cam", "gradcam++", "layercam", "hirescam", "xgradcam", "gradcam-elementwise",
+                     "reciprocam", "eigencam", "eigengradcam", "ablationcam", "scorecam", "saliency", "smoothgrad"]
+    assert "options: reciprocam.gaussian=False, reciprocam.batch_size=64" in result.stdout
 
 
 def test_unknown_model_is_one_line_on_stderr_without_traceback():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from ..errors import StreamcamError
 
@@ -26,6 +27,10 @@ class LayerEvidence:
     gradients: torch.Tensor | None  # (B,K,C,h,w) fp32, d logit[target] / d activations
     head_weights: torch.Tensor | None  # (B,K,C) fp32 Linear weights of the targets, when the layer feeds GAP -> Linear
     logits_of: Callable[[torch.Tensor], torch.Tensor]  # (N,3,H,W) -> (N,classes) fp32, no graph
+    logits: torch.Tensor | None = None  # (B,classes) fp32, of the inputs
+    head: nn.Linear | None = None  # the Linear layer after GAP, when the layer feeds GAP -> Linear
+    # (image index b, substitute activations (N,C,h,w)) -> (N,classes) fp32: the rest of the network on them
+    head_of: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
 
 # (inputs (N,3,H,W), targets (N,K)) -> d logit[target] / d inputs, (N,K,3,H,W) fp32

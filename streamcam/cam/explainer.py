@@ -11,6 +11,7 @@ How the gradients are obtained decides the speed (docs/architecture.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -190,7 +191,9 @@ class Explainer:
                 head_weights = self._head.linear.weight.float()[indices]  # (B,K,C)
                 if self.method.needs_gradients:
                     gradients = self._analytic_gradients(head_weights, activations)
-            evidence = LayerEvidence(x, activations, indices, gradients, head_weights, self._logits_of)
+            evidence = LayerEvidence(x, activations, indices, gradients, head_weights, self._logits_of,
+                                     logits.detach().float(), self._head.linear if self.analytic else None,
+                                     functools.partial(self._logits_from_features, x))
             raw = self.method.raw_maps(evidence)
         return raw, logits.detach().float(), indices, multi
 
@@ -204,6 +207,28 @@ class Explainer:
             with self._tap.attached(), self._tap.capture(grad=needs_gradients) as tap:
                 logits = self.model(x)
                 return tap.activation, logits
+
+    def _logits_from_features(self, x: torch.Tensor, index: int, features: torch.Tensor) -> torch.Tensor:
+        """The rest of the network on substitute activations (N,C,h,w) of image `index`: the trunk runs on
+        that image once and the layer's output is replaced by the whole batch, as Recipro-CAM's authors do.
+        A network that mixes the trunk's tensors with the layer's after it gets the image N times instead."""
+        substitute = features.permute(0, 2, 3, 1) if self._channels_last else features
+
+        def replace(module, inputs, output):
+            return substitute.to(output.dtype)
+
+        handle = self._tap.module.register_forward_hook(replace)
+        try:
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                try:
+                    logits = self.model(x[index:index + 1])
+                except RuntimeError:  # shapes of batch 1 and N met after the layer
+                    logits = None
+                if logits is None or logits.shape[0] != features.shape[0]:
+                    logits = self.model(x[index:index + 1].expand(features.shape[0], *x.shape[1:]))
+        finally:
+            handle.remove()
+        return logits.float()
 
     def _explain_pixels(self, x: torch.Tensor, targets: Targets, topk: int | None):
         logits = self._logits_of(x)

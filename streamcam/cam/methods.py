@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import StreamcamError, unknown_name
+from .ablationcam import AblationCAM
 from .base import CamMethod
 from .classic_cam import CAM
+from .eigencam import EigenCAM, EigenGradCAM
 from .gradcam import GradCAM
+from .gradcam_elementwise import GradCAMElementWise
 from .gradcam_plusplus import GradCAMPlusPlus
 from .hirescam import HiResCAM
 from .layercam import LayerCAM
+from .reciprocam import ReciproCAM
 from .saliency import Saliency
 from .scorecam import ScoreCAM
 from .smoothgrad import SmoothGrad
@@ -18,7 +22,8 @@ from .xgradcam import XGradCAM
 
 METHODS: dict[str, type[CamMethod]] = {
     method.name: method
-    for method in (GradCAM, CAM, GradCAMPlusPlus, LayerCAM, HiResCAM, XGradCAM, ScoreCAM, Saliency, SmoothGrad)
+    for method in (GradCAM, CAM, GradCAMPlusPlus, LayerCAM, HiResCAM, XGradCAM, GradCAMElementWise, ReciproCAM,
+                   EigenCAM, EigenGradCAM, AblationCAM, ScoreCAM, Saliency, SmoothGrad)
 }
 
 
@@ -31,9 +36,14 @@ def make_method(method: str | CamMethod, options: dict[str, object]) -> CamMetho
     if method not in METHODS:
         raise unknown_name("method", method, METHODS)
     cls = METHODS[method]
-    accepted = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    accepted = set(method_options(cls))
     unknown = sorted(set(options) - accepted)
     if unknown:
         takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes none"
         raise StreamcamError(f"{method} has no option {', '.join(unknown)}; {takes}")
     return cls(**options)
+
+
+def method_options(method: type[CamMethod]) -> dict[str, object]:
+    """A method's options and their defaults (a method's options are its dataclass fields)."""
+    return {f.name: f.default for f in dataclasses.fields(method)} if dataclasses.is_dataclass(method) else {}
