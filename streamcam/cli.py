@@ -247,14 +247,24 @@ def models() -> None:
 
 @app.command()
 def layers(model: str = typer.Argument(..., help="A model name, as listed by `streamcam models`.")) -> None:
-    """List the layers of MODEL that can be explained (--layer), last one (the default) at the bottom."""
-    from .cam.layers import feature_layers
+    """List the layers of MODEL that can be explained (--layer), with the one chosen by default marked."""
+    from .cam.layers import feature_layers, resolve_layer
     from .models import load_model
 
     loaded = load_model(model, "none", device="cpu")
-    typer.echo(f"{'layer':<20} {'channels':>8} {'stride':>6}  same output as")
-    for layer in feature_layers(loaded.model, max_depth=2):
-        typer.echo(f"{layer.name:<20} {layer.channels:>8} {layer.stride:>6}  {', '.join(layer.aliases)}")
+    default, _ = resolve_layer(loaded.model, None)
+    shown = feature_layers(loaded.model, max_depth=2)
+    if default not in [layer.name for layer in shown]:  # deeper (ViT's last block's norm): shown in its place
+        layers_by_name = {layer.name: layer for layer in feature_layers(loaded.model)}
+        order = list(layers_by_name)
+        shown = sorted([*shown, layers_by_name[default]], key=lambda layer: order.index(layer.name)
+                       if layer.name in order else len(order))
+    width = max(20, *(len(layer.name) + 1 for layer in shown))
+    typer.echo(f"{'layer':<{width}} {'channels':>8} {'stride':>6}  {'layout':<7} same output as")
+    for layer in shown:
+        mark = "  (default)" if layer.name == default else ""
+        typer.echo(f"{layer.name:<{width}} {layer.channels:>8} {layer.stride:>6}  {layer.layout.kind:<7} "
+                   f"{', '.join(layer.aliases)}{mark}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .cam import Explainer
+from .cam.maps import minmax
 from .cam.targets import class_index
 from .geometry import MapGeometry
 from .metrics import Box, boxes_from_map
@@ -87,7 +88,7 @@ class FrameExplainer:
         pictures = upload([frame.picture for frame in frames], self.device)
         k = self.top_k if self.grid else None
         result = self.explainer(pictures.model_input(self.loaded.preprocess), self.target, topk=k)
-        maps = result.maps if k else result.maps[:, None]
+        maps = self._frame_part(result.maps if k else result.maps[:, None], frames[0].shape)
         targets = result.targets if k else result.targets[:, None]
         maps = self._smoothed(maps, targets, [frame.stream for frame in frames])
 
@@ -112,6 +113,14 @@ class FrameExplainer:
                 geometry.point(*reversed(divmod(int(peaks_cpu[i]), geometry.map_size[1]))), boxes,
             ))
         return explained
+
+    def _frame_part(self, maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """The maps of the frame itself: a letterboxed input's bars are cut off (never drawn as heat),
+        and what is left is normalised again."""
+        top, left, height, width = self.loaded.preprocess.content(*shape)
+        if (height, width) == tuple(maps.shape[-2:]):
+            return maps
+        return minmax(maps[..., top:top + height, left:left + width])
 
     def _smoothed(self, maps: torch.Tensor, targets: torch.Tensor, cameras: list[int]) -> torch.Tensor:
         """EMA per camera and map slot, in frame order; a slot restarts when its class or the map size

@@ -45,17 +45,31 @@ class Preprocess:
     """uint8 RGB frames -> the normalised float batch the model expects.
 
     The whole frame is resized so that its short side is `short_side`, keeping the aspect ratio and
-    never cropping, so that the heatmap covers everything in the frame.
+    never cropping, so that the heatmap covers everything in the frame. A model that takes one input
+    size only (`fixed`: ViT, MaxViT) gets the frame letterboxed into a `fixed` x `fixed` square: resized
+    whole (aspect kept, as the weights' own resize-and-crop keeps it, but nothing cut), between bars of
+    the mean colour (zero, normalised). `content` says where the frame is in the input.
     """
 
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     short_side: int = DEFAULT_INPUT_SIZE
+    fixed: int | None = None
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) of the model input for a frame of this size."""
-        scale = self.short_side / min(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        if self.fixed:
+            return self.fixed, self.fixed
+        return self.content(height, width)[2:]
+
+    def content(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the frame in the model input: all of it, unless letterboxed."""
+        if not self.fixed:
+            scale = self.short_side / min(height, width)
+            return 0, 0, max(1, round(height * scale)), max(1, round(width * scale))
+        scale = self.fixed / max(height, width)
+        inner = max(1, round(height * scale)), max(1, round(width * scale))
+        return (self.fixed - inner[0]) // 2, (self.fixed - inner[1]) // 2, *inner
 
     def __call__(
         self, frames: torch.Tensor | np.ndarray, device: torch.device | str | None = None, bgr: bool = False
@@ -71,10 +85,11 @@ class Preprocess:
             )
         if device is not None:
             batch = batch.to(device, non_blocking=True)
-        images = self._shrink(batch.permute(0, 3, 1, 2)).float()  # (B,3,h,w); channels-last in memory
+        box = self.content(*batch.shape[1:3])
+        images = self._shrink(batch.permute(0, 3, 1, 2), box[2:]).float()  # (B,3,h,w); channels-last in memory
         if bgr:
             images = images.flip(1)  # after the resize: fewer pixels
-        return self._normalise(images)
+        return self._letterbox(self._normalise(images), box)
 
     def i420(self, frames: torch.Tensor, matrix: str = "bt601") -> torch.Tensor:
         """(B, H*3/2, W) uint8 I420 frames (see yuv.py) -> (B,3,h,w) float32 RGB, normalised, on the
@@ -82,16 +97,21 @@ class Preprocess:
         steps are linear, so the order changes nothing but rounding, and the conversion touches 1/20 of
         the pixels of a 1080p frame."""
         y, u, v = yuv.planes(frames)
-        size = self.input_size(*y.shape[-2:])
-        luma = self._shrink(y[:, None], size)
-        chroma = self._shrink(torch.stack([u, v], dim=1), size)
-        return self._normalise(yuv.yuv_to_rgb(torch.cat([luma, chroma], dim=1).float(), matrix))
+        box = self.content(*y.shape[-2:])
+        luma = self._shrink(y[:, None], box[2:])
+        chroma = self._shrink(torch.stack([u, v], dim=1), box[2:])
+        return self._letterbox(self._normalise(yuv.yuv_to_rgb(torch.cat([luma, chroma], dim=1).float(), matrix)), box)
 
-    def _shrink(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """(B,C,H,W) uint8 -> the model input's size (default: for this frame size), antialiased bilinear.
-        On a CPU in uint8, which torch vectorises: 1 ms for a 720p frame instead of 11 ms in float."""
-        size = size or self.input_size(*images.shape[-2:])
-        if size == tuple(images.shape[-2:]):
+    def _letterbox(self, images: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        if not self.fixed:
+            return images
+        top, left, height, width = box
+        return F.pad(images, (left, self.fixed - width - left, top, self.fixed - height - top))
+
+    def _shrink(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B,C,H,W) uint8 -> `size`, antialiased bilinear. On a CPU in uint8, which torch vectorises:
+        1 ms for a 720p frame instead of 11 ms in float."""
+        if tuple(size) == tuple(images.shape[-2:]):
             return images
         if not resizes_in_uint8(images.device):
             images = images.float()
@@ -176,7 +196,9 @@ def load_model(
     # project's 2-core CPU it measured 1.1-1.45x for ResNet-18/50 (docs/benchmarks.md).
     model = model.eval().to(target, memory_format=torch.channels_last)
     short_side = input_size or trained_size or DEFAULT_INPUT_SIZE
-    return LoadedModel(name, model, Preprocess(mean, std, short_side), class_names, description)
+    from .cam.layers import fixed_input_size  # here: cam imports this module
+
+    return LoadedModel(name, model, Preprocess(mean, std, short_side, fixed_input_size(model)), class_names, description)
 
 
 def _builder(name: str):

@@ -83,5 +83,5 @@ def test_a_channels_last_layer_is_explained_as_pytorch_grad_cam_with_a_reshape_d
 
 def test_channels_last_layers_are_listed_with_their_channels():
     layers = {layer.name: layer for layer in feature_layers(torchvision.models.swin_t(weights=None).eval())}
-    assert layers["features.5"].channels_last and layers["features.5"].channels == 384
-    assert not layers["permute"].channels_last and layers["permute"].channels == 768
+    assert layers["features.5"].layout.kind == "nhwc" and layers["features.5"].channels == 384
+    assert layers["permute"].layout.kind == "nchw" and layers["permute"].channels == 768

@@ -117,5 +117,6 @@ def test_demo_weights_are_its_own():
 
 
 def test_public_api_names():
-    assert {"gradcam", "cam", "gradcam++", "layercam", "hirescam", "xgradcam", "scorecam", "saliency", "smoothgrad"} == set(streamcam.METHODS)
+    assert {"gradcam", "cam", "gradcam++", "layercam", "hirescam", "xgradcam", "gradcam-elementwise", "reciprocam",
+            "eigencam", "eigengradcam", "ablationcam", "scorecam", "saliency", "smoothgrad"} == set(streamcam.METHODS)
     assert {"demo", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"} <= set(streamcam.available_models())

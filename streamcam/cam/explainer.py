@@ -25,7 +25,8 @@ from ..plan import autocast, resolve_precision
 from .base import CamMethod, LayerEvidence, LayerMethod
 from .cells import CellCentres, CellsNotPlaced, derive_cell_centres
 from .compiled import CompiledForward
-from .layers import PROBE_SIZE, check_layer, find_linear_head, num_classes_of, resolve_layer
+from .layers import LayerShape, check_layer, find_linear_head, num_classes_of, resolve_layer
+from .layout import Layout
 from .maps import ALIGNMENTS, normalize_maps
 from .methods import make_method
 from .session import LayerTap, eval_mode, frozen_parameters
@@ -75,7 +76,8 @@ class Explainer:
     instructions, else in fp32 (plan.py); maps are always computed in fp32. `align` places layer cells
     when upsampling: "image" (pytorch-grad-cam's maps) or "receptive-field" (cells where they look,
     measured once; cam/cells.py). A layer whose output is channels-last (B,h,w,C), as Swin's stages
-    are, is seen as such and explained as (B,C,h,w). `compile` compiles the forward pass
+    are, or a grid of tokens (ViT's encoder) is seen as such and explained as (B,C,h,w) (layout.py).
+    `compile` compiles the forward pass
     (cam/compiled.py) where no backward is needed: True, or the batch size to compile for (smaller
     batches are padded to it). Method options go in `options` (smoothgrad: n, sigma; scorecam:
     batch_size).
@@ -109,16 +111,17 @@ class Explainer:
         self.align = align
         self.layer: str | None = None
         self._head = None
-        self._channels_last = False
+        self._layout = Layout("nchw", 0, (0, 0))
         self.cell_centres: CellCentres | None = None  # where the layer's cells sit, for align receptive-field
         if isinstance(self.method, LayerMethod):
             self.layer, module = resolve_layer(model, layer)
             shape = check_layer(model, self.layer, module)
-            self.num_classes, self._channels_last = shape.num_classes, shape.channels_last
-            self._head = None if shape.channels_last else find_linear_head(model, module, shape.channels)
+            self.num_classes, self._layout = shape.num_classes, shape.layout
+            if shape.layout.kind == "nchw":
+                self._head = find_linear_head(model, module, shape.layout.channels)
             self._tap = LayerTap(module)
             if align == "receptive-field":
-                self._place_cells(shape.cells)
+                self._place_cells(shape)
             if self.method.needs_linear_head and self._head is None:
                 raise StreamcamError(
                     f"{self.method.name} needs a layer that feeds global average pooling and the final "
@@ -138,9 +141,9 @@ class Explainer:
                 )
             self._compiled = CompiledForward(model, self.layer, self.device, batch_size=int(compile))
 
-    def _place_cells(self, cells: tuple[int, int]) -> None:
+    def _place_cells(self, shape: LayerShape) -> None:
         try:
-            self.cell_centres = derive_cell_centres(self.model, self.layer, PROBE_SIZE, cells)
+            self.cell_centres = derive_cell_centres(self.model, self.layer, shape.probe_size, shape.layout.cells)
         except CellsNotPlaced as reason:
             log.warning("--align receptive-field: cannot place the cells of %s (%s); placing them as --align image "
                         "does", self.layer, reason)
@@ -181,11 +184,11 @@ class Explainer:
         activations, logits = self._layer_forward(x, needs_gradients)
         indices, multi = resolve_targets(targets, topk, logits.detach(), self.class_names)
         gradients = self._target_gradients(logits, activations, indices) if needs_gradients else None
-        if self._channels_last:  # (B,h,w,C) -> (B,C,h,w), and the gradients (B,K,h,w,C) alike
-            activations = activations.permute(0, 3, 1, 2)
-            gradients = None if gradients is None else gradients.permute(0, 1, 4, 2, 3)
+        layer_output = activations.detach()
+        activations = self._layout.to_nchw(layer_output)  # NHWC and tokens as (B,C,h,w); gradients (B,K,...) alike
+        gradients = None if gradients is None else self._layout.to_nchw(gradients, lead=2)
         with torch.inference_mode():
-            activations = activations.detach().float()
+            activations = activations.float()
             head_weights = None
             if self.analytic:
                 head_weights = self._head.linear.weight.float()[indices]  # (B,K,C)
@@ -193,7 +196,7 @@ class Explainer:
                     gradients = self._analytic_gradients(head_weights, activations)
             evidence = LayerEvidence(x, activations, indices, gradients, head_weights, self._logits_of,
                                      logits.detach().float(), self._head.linear if self.analytic else None,
-                                     functools.partial(self._logits_from_features, x))
+                                     functools.partial(self._logits_from_features, x, layer_output))
             raw = self.method.raw_maps(evidence)
         return raw, logits.detach().float(), indices, multi
 
@@ -208,11 +211,12 @@ class Explainer:
                 logits = self.model(x)
                 return tap.activation, logits
 
-    def _logits_from_features(self, x: torch.Tensor, index: int, features: torch.Tensor) -> torch.Tensor:
+    def _logits_from_features(self, x: torch.Tensor, layer_output: torch.Tensor, index: int,
+                              features: torch.Tensor) -> torch.Tensor:
         """The rest of the network on substitute activations (N,C,h,w) of image `index`: the trunk runs on
         that image once and the layer's output is replaced by the whole batch, as Recipro-CAM's authors do.
         A network that mixes the trunk's tensors with the layer's after it gets the image N times instead."""
-        substitute = features.permute(0, 2, 3, 1) if self._channels_last else features
+        substitute = self._layout.from_nchw(features, layer_output[index:index + 1])
 
         def replace(module, inputs, output):
             return substitute.to(output.dtype)

@@ -8,6 +8,7 @@ feature map exactly once is a candidate layer, and the last one before global po
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import StreamcamError, unknown_name
-from .session import eval_mode
+from .layout import Layout, layout_of
+from .session import eval_mode, frozen_parameters
 
 PROBE_SIZE = 128  # small enough to be cheap, large enough for Inception (>= 75) and 5 stride-2 stages
 PROBE_GROWTH = 32  # a second probe, this much larger, tells the spatial dimensions from the others
@@ -25,10 +27,13 @@ _POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool
 @dataclass(frozen=True)
 class FeatureLayer:
     name: str
-    channels: int
+    layout: Layout
     stride: int  # input pixels per feature-map cell
     aliases: tuple[str, ...] = ()  # other modules returning the same tensor (layer4.2 for layer4)
-    channels_last: bool = False  # outputs (B,h,w,C), as Swin's stages do; CAMs permute it to (B,C,h,w)
+
+    @property
+    def channels(self) -> int:
+        return self.layout.channels
 
 
 @dataclass(frozen=True)
@@ -42,57 +47,78 @@ class LinearHead:
 class LayerShape:
     """What a probe of the explained layer found."""
 
-    channels: int
-    channels_last: bool
+    layout: Layout  # its channels and its cells for the first probe size
     num_classes: int
-    cells: tuple[int, int]  # the map's (h, w) for a PROBE_SIZE² input
+    probe_size: int
 
 
-def _spatial_layout(small: torch.Size, large: torch.Size) -> bool | None:
-    """Whether a 4-D output is channels-last, from its shapes for two input sizes: the dimensions that grow
-    with the input are the spatial ones. None when it is not a spatial map at all."""
-    if len(small) != 4 or len(large) != 4:
-        return None
-    grown = [d for d in (1, 2, 3) if small[d] != large[d]]
-    if grown == [2, 3] and min(small[2:]) >= 2:
-        return False
-    if grown == [1, 2] and min(small[1:3]) >= 2:
-        return True
-    return None
+_SIZES: weakref.WeakKeyDictionary[nn.Module, tuple[int, ...]] = weakref.WeakKeyDictionary()
+_FIXED_SIZES = (224, 256, 299, 384, 518)  # what models that take one input size take (ViT, MaxViT, ...)
+
+
+def probe_sizes(model: nn.Module) -> tuple[int, ...]:
+    """The square input sizes probes use: PROBE_SIZE and a larger one, whose outputs tell the spatial
+    dimensions apart; or, for a model whose forward takes one size only (ViT, MaxViT), that size."""
+    if model in _SIZES:
+        return _SIZES[model]
+    try:
+        _raw_probe(model, PROBE_SIZE)
+        _raw_probe(model, PROBE_SIZE + PROBE_GROWTH)
+        sizes = (PROBE_SIZE, PROBE_SIZE + PROBE_GROWTH)
+    except Exception as refused:  # noqa: BLE001 - any failure of the user's model: try the sizes models insist on
+        sizes = None
+        for size in dict.fromkeys((getattr(model, "image_size", None), *_FIXED_SIZES)):
+            try:
+                if size:
+                    _raw_probe(model, size)
+                    sizes = (size,)
+                    break
+            except Exception:  # noqa: BLE001 - the next size
+                continue
+        if sizes is None:
+            raise StreamcamError(f"{type(model).__name__} failed on a probe image: {refused}") from None
+    _SIZES[model] = sizes
+    return sizes
+
+
+def fixed_input_size(model: nn.Module) -> int | None:
+    """The one input size of a model whose forward takes no other (ViT: 224), else None."""
+    sizes = probe_sizes(model)
+    return sizes[0] if len(sizes) == 1 else None
 
 
 def feature_layers(model: nn.Module, max_depth: int | None = None) -> list[FeatureLayer]:
-    """Modules that output a spatial map (B,C,h,w), or (B,h,w,C), with h, w > 1, called once per forward,
-    in the order they finish (forward hooks fire on return, so a container comes right after its last
-    child). Which dimensions are spatial is seen, not guessed: they are the ones that grow with the input.
+    """Modules that output a spatial map (layout.py: NCHW, NHWC or a grid of tokens) with h, w > 1, called
+    once per forward, in the order they finish (forward hooks fire on return, so a container comes right
+    after its last child). Which dimensions are spatial is seen, not guessed.
 
     Several names can return the same tensor (`layer4` and `layer4.2`); the shortest name is kept.
     Pooling layers are skipped: their output is a summary, not a place in the image.
     """
     named = [(n, m) for n, m in model.named_modules() if n and not isinstance(m, _POOLING)]
-    small, calls, order = _record_outputs(model, named, PROBE_SIZE)
-    large, _, _ = _record_outputs(model, named, PROBE_SIZE + PROBE_GROWTH)
+    sizes = probe_sizes(model)
+    probes = [_record_outputs(model, named, size) for size in sizes]
+    first, calls, order = probes[0]
 
     names_by_output: dict[int, list[str]] = {}  # id(output tensor) -> names, in finishing order
-    layouts: dict[str, bool] = {}
+    layouts: dict[str, Layout] = {}
     for name in order:
-        out = small[name]
-        if calls[name] != 1 or not isinstance(out, torch.Tensor) or not isinstance(large.get(name), torch.Tensor):
+        outputs = [outputs.get(name) for outputs, _, _ in probes]
+        if calls[name] != 1 or not all(isinstance(out, torch.Tensor) for out in outputs):
             continue
         if max_depth is not None and name.count(".") >= max_depth:
             continue
-        layout = _spatial_layout(out.shape, large[name].shape)
+        layout = layout_of([out.shape for out in outputs])
         if layout is not None:
             layouts[name] = layout
-            names_by_output.setdefault(id(out), []).append(name)
+            names_by_output.setdefault(id(first[name]), []).append(name)
 
     layers = []
     for names in sorted(names_by_output.values(), key=lambda names: order.index(names[-1])):
         shortest = min(names, key=len)
-        out, channels_last = small[shortest], layouts[shortest]
-        width, channels = (out.shape[2], out.shape[3]) if channels_last else (out.shape[3], out.shape[1])
-        stride = max(1, round(PROBE_SIZE / width))
-        layers.append(FeatureLayer(shortest, channels, stride, tuple(n for n in names if n != shortest), channels_last))
+        layout = layouts[shortest]
+        stride = max(1, round(sizes[0] / layout.cells[1]))
+        layers.append(FeatureLayer(shortest, layout, stride, tuple(n for n in names if n != shortest)))
     return layers
 
 
@@ -121,14 +147,17 @@ def _record_outputs(model: nn.Module, named: list[tuple[str, nn.Module]], size: 
 
 
 def resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
-    """The module for a dotted `name`, or the default: the last feature layer before global pooling."""
+    """The module for a dotted `name`, or the default: the last feature layer before global pooling whose
+    map the classifier sees. (A ViT's last blocks hand the class token on alone: their patch tokens
+    reach no class, so its default is the last block's first norm, as the peers advise.)"""
     if name is None:
         layers = feature_layers(model)
-        if not layers:
-            raise StreamcamError(
-                f"{type(model).__name__} has no convolutional feature map to explain (CNNs only)"
-            )
-        name = layers[-1].name
+        tokens = [layer for layer in layers if layer.layout.kind == "tokens"]
+        seen = _seen_by_the_classifier(model, tokens) if layers and layers[-1].layout.kind == "tokens" else set()
+        candidates = [layer for layer in layers if layer.layout.kind != "tokens" or layer.name in seen]
+        if not candidates:
+            raise StreamcamError(f"{type(model).__name__} has no feature map to explain (CNNs and vision transformers)")
+        name = candidates[-1].name
     try:
         module = model.get_submodule(name)
     except AttributeError:
@@ -139,11 +168,39 @@ def resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
     return name, module
 
 
+def _seen_by_the_classifier(model: nn.Module, layers: list[FeatureLayer]) -> set[str]:
+    """The token layers whose patch tokens the classifier's input depends on: one backward pass from the
+    last Linear layer's input (not the logits, which a fresh ViT's zeroed head makes constant)."""
+    outputs: dict[str, torch.Tensor] = {}
+    features: list[torch.Tensor] = []
+
+    def keep(name: str):
+        def hook(module, inputs, output):
+            if output.requires_grad:
+                output.retain_grad()
+                outputs[name] = output
+        return hook
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    handles = [model.get_submodule(layer.name).register_forward_hook(keep(layer.name)) for layer in layers]
+    if linears:
+        handles.append(linears[-1].register_forward_pre_hook(lambda m, inputs: features.append(inputs[0])))
+    try:
+        with eval_mode(model), frozen_parameters(model), torch.enable_grad():
+            logits = model(_probe_images(model, probe_sizes(model)[0]).requires_grad_(True))
+            (features[-1] if features else logits).pow(2).sum().backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {layer.name for layer in layers if layer.name in outputs and outputs[layer.name].grad is not None
+            and bool(layer.layout.to_nchw(outputs[layer.name].grad).abs().sum() > 0)}
+
+
 def check_layer(model: nn.Module, name: str, module: nn.Module) -> LayerShape:
-    """Probe forwards at two input sizes: `module` must yield one spatial map per forward, whose spatial
-    dimensions (the ones that grow with the input) tell NCHW from channels-last."""
+    """Probe forwards at the probe sizes: `module` must yield one spatial map per forward (layout.py)."""
     shapes, logits = [], None
-    for size in (PROBE_SIZE, PROBE_SIZE + PROBE_GROWTH):
+    sizes = probe_sizes(model)
+    for size in sizes:
         outputs: list[object] = []
         handle = module.register_forward_hook(lambda m, i, o, found=outputs: found.append(o))
         try:
@@ -155,17 +212,15 @@ def check_layer(model: nn.Module, name: str, module: nn.Module) -> LayerShape:
                 f"layer {name!r} runs {len(outputs)} times per forward pass; pick a block that runs once"
             )
         out = outputs[0]
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+        if not isinstance(out, torch.Tensor) or out.ndim not in (3, 4):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise StreamcamError(f"layer {name!r} outputs {shape}, not a (B,C,H,W) feature map")
         shapes.append(out.shape)
-    channels_last = _spatial_layout(*shapes)
-    if channels_last is None:
+    layout = layout_of(shapes)
+    if layout is None:
         raise StreamcamError(f"layer {name!r} outputs {tuple(shapes[0])}, whose dimensions do not grow with the "
                              "input as an image's do; pick a layer with a spatial feature map (`streamcam layers`)")
-    shape = shapes[0]
-    channels, cells = (shape[3], shape[1:3]) if channels_last else (shape[1], shape[2:])
-    return LayerShape(int(channels), channels_last, int(logits.shape[-1]), tuple(int(n) for n in cells))
+    return LayerShape(layout, int(logits.shape[-1]), sizes[0])
 
 
 def num_classes_of(model: nn.Module) -> int:
@@ -213,12 +268,20 @@ def _float(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.float()
 
 
-def _probe_forward(model: nn.Module, size: int = PROBE_SIZE) -> object:
-    """One forward pass of two random images in eval mode, under whatever hooks the caller set."""
+def _probe_images(model: nn.Module, size: int) -> torch.Tensor:
     device = next(model.parameters()).device
-    probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def _raw_probe(model: nn.Module, size: int) -> object:
+    with eval_mode(model), torch.inference_mode():
+        return model(_probe_images(model, size))
+
+
+def _probe_forward(model: nn.Module, size: int | None = None) -> object:
+    """One forward pass of two random images in eval mode, under whatever hooks the caller set."""
+    size = size or probe_sizes(model)[0]
     try:
-        with eval_mode(model), torch.inference_mode():
-            return model(probe)
+        return _raw_probe(model, size)
     except Exception as error:  # noqa: BLE001 - any failure of the user's model, said in one line
         raise StreamcamError(f"{type(model).__name__} failed on a probe image: {error}") from None

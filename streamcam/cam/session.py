@@ -76,6 +76,9 @@ class LayerTap:
             return None
         if self.grad:
             torch.set_grad_enabled(True)  # restored by the caller's torch.no_grad() on exit
-            output = output.detach().requires_grad_(True)
+            self.activation = output.detach().requires_grad_(True)
+            # A copy goes on: the next module may work in place (SqueezeNet's ReLU(inplace=True)), which
+            # a tensor that autograd differentiates with respect to must not undergo.
+            return self.activation.clone()
         self.activation = output
         return output
