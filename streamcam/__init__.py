@@ -33,10 +33,14 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     """`streamcam.check` and `streamcam.batch` load the video pipeline (and Ray) only when used."""
-    if name in ("check", "CheckReport"):
-        from . import checks
+    if name == "check":
+        from .checks import check
 
-        return getattr(checks, name)
+        return check
+    if name == "CheckReport":
+        from .check_report import CheckReport
+
+        return CheckReport
     if name in ("batch", "BatchReport"):
         from . import batches
 

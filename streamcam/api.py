@@ -67,17 +67,23 @@ class Engines:
         self._loaded: dict[tuple, LoadedModel] = {}
         self._explainers: dict[tuple, Explainer] = {}
 
-    def get(self, config: RunConfig, device: torch.device, batch_size: int) -> tuple[LoadedModel, Explainer]:
+    def get(self, config: RunConfig, device: torch.device, batch_size: int) -> tuple[LoadedModel, list[Explainer]]:
+        """The model, and an explainer per method of config.method."""
         model_key = (config.model, str(config.weights), str(config.labels), str(device), config.input_size)
         if model_key not in self._loaded:
             self._loaded[model_key] = load_model(config.model, config.weights, labels=config.labels, device=device,
                                                  input_size=config.input_size)
         loaded = self._loaded[model_key]
-        key = (*model_key, config.method, config.layer, config.precision, config.align, config.compile and batch_size)
-        if key not in self._explainers:
-            self._explainers[key] = Explainer(loaded, config.method, layer=config.layer, precision=config.precision,
-                                              align=config.align, compile=config.compile and batch_size)
-        return loaded, self._explainers[key]
+        explainers = []
+        for method in config.methods:
+            options = config.options_of(method)
+            key = (*model_key, method, repr(sorted(options.items())), config.layer, config.precision, config.align,
+                   config.compile and batch_size)
+            if key not in self._explainers:
+                self._explainers[key] = Explainer(loaded, method, layer=config.layer, precision=config.precision,
+                                                  align=config.align, compile=config.compile and batch_size, **options)
+            explainers.append(self._explainers[key])
+        return loaded, explainers
 
 
 def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
@@ -97,8 +103,8 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
     with contextlib.ExitStack() as resources:
         source = _open(config, decoding, resources)
         plan = RunPlan.build(config, device, decoding, source.info)
-        loaded, explainer = (engines or Engines()).get(config, device, plan.batch_size)
-        frames = FrameExplainer(loaded, explainer, target=config.target, top_k=config.top_k,
+        loaded, explainers = (engines or Engines()).get(config, device, plan.batch_size)
+        frames = FrameExplainer(loaded, explainers, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
                                 boxes=config.box_threshold_value() if config.boxes else None,
                                 stream=cuda_stream(device) if plan.cuda_streams else None)
@@ -151,7 +157,8 @@ def _open(config: RunConfig, decoding: Decoding, resources: contextlib.ExitStack
 
 
 def _renderer(config: RunConfig, plan: RunPlan, class_name: Callable[[int], str]) -> Renderer:
-    look = {"view": config.view, "alpha": config.alpha, "colormap": config.colormap, "top_k": config.top_k}
+    look = {"view": config.view, "alpha": config.alpha, "colormap": config.colormap, "top_k": config.top_k,
+            "tiles": len(config.methods) if config.view == "methods" else config.top_k}
     if plan.render_on_device:
         return TorchRenderer(class_name, plan.device, cuda_stream(plan.device) if plan.cuda_streams else None, **look)
     return OpenCVRenderer(class_name, **look)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checks import CheckReport, ClipReport, Thresholds, summarize
+from .check_report import CheckReport, ClipReport, Thresholds, summarize
 from .config import RunConfig
 from .errors import StreamcamError
 from .fleet import MAX_RESTARTS, ClipJob, ClipOutcome, connected, describe_nodes, plan_workers, ray_module, start_worker

@@ -21,17 +21,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
-import json
 import signal
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import api
+from .check_report import CheckReport, ClipReport, Thresholds, summarize
 from .config import RunConfig
 from .errors import RunFailed, StreamcamError
 from .formats import IMAGE_SUFFIXES, VIDEO_CODECS
@@ -41,125 +40,6 @@ from .roi import RegionSpec, load_roi
 from .sinks import Sink, check_output
 from .sources import Source
 from .video_sink import VideoFileSink
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    min_share: float | None = None  # mean energy share inside the region, over the checked frames
-    min_pointing: float | None = 0.8  # share of checked frames whose peak is inside the region
-
-    def failures(self, summary: dict[str, object]) -> list[str]:
-        """Why a summary fails these thresholds (empty when it passes)."""
-        if not summary["frames"]:
-            return ["no frame was checked (no region for any frame)"]
-        reasons = []
-        if self.min_share is not None and summary["share"] < self.min_share:
-            reasons.append(f"mean share {summary['share']:.3f} < {self.min_share:g}")
-        if self.min_pointing is not None and summary["pointing"] < self.min_pointing:
-            reasons.append(f"pointing {summary['pointing']:.3f} < {self.min_pointing:g}")
-        return reasons
-
-
-def summarize(rows: list[dict[str, object]], target: int | None = None) -> dict[str, object]:
-    """Means over per-frame rows; `accuracy` (top-1 == target) when a target class was given."""
-    summary: dict[str, object] = {"frames": len({row["frame"] for row in rows}), "regions": len(rows)}
-    for key in ("share", "pointing", "iou"):
-        summary[key] = round(float(np.mean([row[key] for row in rows])), 6) if rows else 0.0
-    if target is not None and rows:
-        summary["accuracy"] = round(float(np.mean([row["top1"] == target for row in rows])), 6)
-    return summary
-
-
-@dataclass
-class ClipReport:
-    source: str
-    rows: list[dict[str, object]]  # one per (frame, region)
-    summary: dict[str, object]
-    failures: list[str]
-    objects: list[dict[str, object]] = field(default_factory=list)  # per annotated object: name, summary, failures
-    failing_video: Path | None = None
-    incomplete: str | None = None  # why not every frame was checked ("interrupted (SIGTERM) after 158 of 250 frames")
-    frames_seen: int = 0  # frames of the clip that reached the check, with a region or not
-
-    @property
-    def passed(self) -> bool:
-        """A clip passes only when every frame was seen and every threshold is met."""
-        return self.incomplete is None and not self.failures and all(not obj["failures"] for obj in self.objects)
-
-
-@dataclass
-class CheckReport:
-    clips: list[ClipReport]
-    thresholds: Thresholds
-    target: str | None = None
-    interrupted_by: signal.Signals | None = None  # SIGINT or SIGTERM, when one stopped the check
-
-    @property
-    def passed(self) -> bool:
-        return all(clip.passed for clip in self.clips)
-
-    @property
-    def summary(self) -> dict[str, object]:
-        rows = [row for clip in self.clips for row in clip.rows]
-        overall = summarize(rows)
-        overall.update(frames=sum(clip.summary["frames"] for clip in self.clips), clips=len(self.clips),
-                       failed_clips=sum(not clip.passed for clip in self.clips),
-                       incomplete_clips=sum(clip.incomplete is not None for clip in self.clips))
-        return overall
-
-    def failures(self) -> list[str]:
-        """One line per failed or incomplete clip or object, for assertion messages."""
-        lines = [f"{clip.source}: incomplete: {clip.incomplete}" for clip in self.clips if clip.incomplete]
-        lines += [f"{clip.source}: {'; '.join(clip.failures)}" for clip in self.clips if clip.failures]
-        lines += [f"{clip.source} {obj['name']}: {'; '.join(obj['failures'])}"
-                  for clip in self.clips for obj in clip.objects if obj["failures"]]
-        return lines
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "passed": self.passed,
-            "thresholds": {"min_share": self.thresholds.min_share, "min_pointing": self.thresholds.min_pointing},
-            "class": self.target,
-            "summary": self.summary,
-            "complete": all(clip.incomplete is None for clip in self.clips),
-            "clips": [{
-                "source": clip.source, "passed": clip.passed, "incomplete": clip.incomplete,
-                "failures": clip.failures, "summary": clip.summary,
-                "objects": clip.objects, "failing_video": str(clip.failing_video) if clip.failing_video else None,
-                "frames": clip.rows,
-            } for clip in self.clips],
-        }
-
-    def write_json(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-
-    def write_junit(self, path: Path) -> None:
-        """JUnit XML: one test case per clip, or per annotated object when the annotations name objects. The
-        cases of a clip that was not checked to its end are errors, whatever their numbers so far."""
-        suite = ET.Element("testsuite", name="streamcam check")
-        cases = failed = errors = 0
-        for clip in self.clips:
-            entries = clip.objects or [{"name": "", "summary": clip.summary, "failures": clip.failures}]
-            if clip.objects and clip.failures:  # a clip-level failure still shows
-                entries = [{"name": "(clip)", "summary": clip.summary, "failures": clip.failures}] + entries
-            for entry in entries:
-                cases += 1
-                name = f"{clip.source} {entry['name']}".strip()
-                case = ET.SubElement(suite, "testcase", classname="streamcam.check", name=name)
-                ET.SubElement(case, "system-out").text = json.dumps(entry["summary"])
-                if clip.incomplete:
-                    errors += 1
-                    ET.SubElement(case, "error", message=f"incomplete: {clip.incomplete}", type="incomplete")
-                elif entry["failures"]:
-                    failed += 1
-                    ET.SubElement(case, "failure", message="; ".join(entry["failures"])).text = json.dumps(entry["summary"])
-        suite.set("tests", str(cases))
-        suite.set("failures", str(failed))
-        suite.set("errors", str(errors))
-        root = ET.Element("testsuites")
-        root.append(suite)
-        ET.indent(root)
-        ET.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)
 
 
 class CheckSink(Sink):
@@ -182,26 +62,30 @@ class CheckSink(Sink):
         regions = self.regions.regions(frame.index, width, height)
         if not regions:
             return
-        heatmap = explained.geometry.upsample(explained.maps[0].float().cpu().numpy())  # as the viewer sees it
-        hottest = explained.boxes[0] if explained.boxes else None
-        hottest_mask = region_mask((height, width), hottest) if hottest else np.zeros((height, width), bool)
-        x, y = explained.peak
+        # Each method's map (one, unless several are compared), as the viewer sees it: on the frame.
+        maps = [(m.method, m.peak, m.boxes) for m in explained.methods] if explained.methods else \
+            [(None, explained.peak, explained.boxes)]
         failed = False
-        for region in regions:
-            row = {
-                "frame": frame.index, "time": round(frame.time, 6),
-                "object": region.object_id, "label": region.label,
-                "class": explained.classes[0], "class_label": self.class_name(explained.classes[0]),
-                "probability": round(explained.probabilities[0], 6), "top1": explained.top[0][0],
-                "share": round(mask_energy_share(heatmap, region.mask), 6),
-                "pointing": bool(region.mask[y, x]),
-                "iou": round(mask_iou(hottest_mask, region.mask), 6),
-                "peak": [x, y], "region": [round(v, 1) for v in region.box],
-                "map_box": [round(v, 1) for v in hottest] if hottest else None,
-            }
-            self.rows.append(row)
-            failed |= (self.thresholds.min_share is not None and row["share"] < self.thresholds.min_share) or (
-                self.thresholds.min_pointing is not None and not row["pointing"])
+        for slot, (method, (x, y), boxes) in enumerate(maps):
+            heatmap = explained.geometry.upsample(explained.maps[slot].float().cpu().numpy())
+            hottest = boxes[0] if boxes else None
+            hottest_mask = region_mask((height, width), hottest) if hottest else np.zeros((height, width), bool)
+            for region in regions:
+                row = {
+                    "frame": frame.index, "time": round(frame.time, 6),
+                    "object": region.object_id, "label": region.label,
+                    "class": explained.classes[0], "class_label": self.class_name(explained.classes[0]),
+                    "probability": round(explained.probabilities[0], 6), "top1": explained.top[0][0],
+                    "share": round(mask_energy_share(heatmap, region.mask), 6),
+                    "pointing": bool(region.mask[y, x]),
+                    "iou": round(mask_iou(hottest_mask, region.mask), 6),
+                    "peak": [x, y], "region": [round(v, 1) for v in region.box],
+                    "map_box": [round(v, 1) for v in hottest] if hottest else None,
+                    **({"method": method} if method else {}),
+                }
+                self.rows.append(row)
+                failed |= (self.thresholds.min_share is not None and row["share"] < self.thresholds.min_share) or (
+                    self.thresholds.min_pointing is not None and not row["pointing"])
         if failed and self.failing_video is not None:
             self.failing_video.write(rendered)
 
@@ -360,12 +244,23 @@ def _interruptible(handle_signals: bool):
 
 def _clip_report(source: str, sink: CheckSink, thresholds: Thresholds, video: Path | None,
                  explained_target: bool, incomplete: str | None) -> ClipReport:
+    """The clip's summary and failures; with several methods, the first method's summary and objects,
+    each method's summary beside it, and every method's failures."""
+    by_method: dict[str | None, list[dict[str, object]]] = {}
+    for row in sink.rows:
+        by_method.setdefault(row.get("method"), []).append(row)
+    first = next(iter(by_method.values()), [])
     # With a --class every frame explains that class, and how often it is also the top-1 is worth knowing.
-    target = sink.rows[0]["class"] if explained_target and sink.rows else None
-    summary = summarize(sink.rows, target)
+    target = first[0]["class"] if explained_target and first else None
+    summary = summarize(first, target)
+    failures, methods = thresholds.failures(summary), {}
+    if len(by_method) > 1:
+        methods = {method: summarize(rows, target) for method, rows in by_method.items()}
+        failures = [f"{method}: {reason}" for method, method_summary in methods.items()
+                    for reason in thresholds.failures(method_summary)]
     # Annotated objects are test cases of their own: by id, else by class.
     groups: dict[str, list[dict[str, object]]] = {}
-    for row in sink.rows:
+    for row in first:
         if row["object"] or row["label"]:
             groups.setdefault(str(row["object"] or row["label"]), []).append(row)
     objects = []
@@ -375,8 +270,8 @@ def _clip_report(source: str, sink: CheckSink, thresholds: Thresholds, video: Pa
         name = (f"object {key}" + (f" ({label})" if label else "")) if rows[0]["object"] else key
         object_summary = summarize(rows, target)
         objects.append({"name": name, "summary": object_summary, "failures": thresholds.failures(object_summary)})
-    return ClipReport(source, sink.rows, summary, thresholds.failures(summary), objects,
-                      video if video and video.exists() else None, incomplete, sink.frames_seen)
+    return ClipReport(source, sink.rows, summary, failures, objects, video if video and video.exists() else None,
+                      incomplete, sink.frames_seen, methods)
 
 
 def _failing_video_path(output: Path | None, source: str, index: int, count: int) -> Path | None:

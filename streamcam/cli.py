@@ -28,14 +28,15 @@ Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write the a
 Model = Annotated[str, typer.Option(help="demo (bundled, offline) or a torchvision classifier (see `streamcam models`).")]
 Weights = Annotated[str, typer.Option(help="pretrained (ImageNet, downloaded once; demo: its bundled training), imagenet, none (random), or a checkpoint PATH.")]
 Labels = Annotated[Path | None, typer.Option(help="Class names: a text file (one per line) or JSON list.")]
-Method = Annotated[str, typer.Option(help="Explanation method (see `streamcam methods`).")]
+Method = Annotated[str, typer.Option(help="Explanation method (see `streamcam methods`); several, comma-separated, with --view methods.")]
+MethodOption = Annotated[list[str] | None, typer.Option("--method-option", help="A method's option, METHOD.OPTION=VALUE (e.g. scorecam.batch_size=64, reciprocam.gaussian=true); again for more. `streamcam methods` lists them.")]
 Layer = Annotated[str | None, typer.Option(help="Layer to explain, e.g. layer4 or layer3.5 (see `streamcam layers MODEL`). \\[default: last feature map before pooling]")]
 Align = Annotated[str, typer.Option(help="Where layer cells sit when maps are upsampled: image (as pytorch-grad-cam) or receptive-field (at their receptive fields' centres; half a cell up and left).")]
 Target = Annotated[str | None, typer.Option(help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")]
 TopK = Annotated[int, typer.Option("--top-k", help="Classes listed on the frame; with --view grid, maps shown.")]
 Alpha = Annotated[float, typer.Option(help="Heatmap opacity, 0..1.")]
 Colormap = Annotated[str, typer.Option(help="jet, turbo, inferno or viridis.")]
-View = Annotated[str, typer.Option(help="overlay, side (original | overlay) or grid (one map per top-k class).")]
+View = Annotated[str, typer.Option(help="overlay, side (original | overlay), grid (one map per top-k class) or methods (one map per --method, with its time).")]
 Boxes = Annotated[bool, typer.Option(help="Draw boxes around the heatmap's hot regions, and log them.")]
 BoxThreshold = Annotated[str, typer.Option("--box-threshold", help="Where a hot region starts: a fraction of the map's maximum, or otsu.")]
 Smooth = Annotated[float, typer.Option(help="Temporal smoothing of maps against flicker, 0 (off) .. <1 (strong).")]
@@ -62,7 +63,8 @@ Debug = Annotated[bool, typer.Option(help="Show full tracebacks.")]
 
 def _clip_options(
     model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
-    method: Method = DEFAULT.method, layer: Layer = None, align: Align = DEFAULT.align, target: Target = None,
+    method: Method = DEFAULT.method, method_option: MethodOption = None, layer: Layer = None,
+    align: Align = DEFAULT.align, target: Target = None,
     top_k: TopK = DEFAULT.top_k, alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap,
     view: View = DEFAULT.view, smooth: Smooth = DEFAULT.smooth,
     boxes: Boxes = DEFAULT.boxes, box_threshold: BoxThreshold = DEFAULT.box_threshold,
@@ -287,7 +289,22 @@ def _config(ctx: typer.Context, preset_path: Path | None) -> RunConfig:
         given = ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")
         if name in FIELDS and (given or name not in preset):
             setattr(config, name, value)
+    if ctx.params.get("method_option"):
+        config.method_options = _method_options(ctx.params["method_option"], config.method_options)
     return config
+
+
+def _method_options(pairs: list[str], preset: dict | None) -> dict:
+    """["scorecam.batch_size=64", ...] over the preset's method-options: {"scorecam": {"batch_size": "64"}}
+    (typed against the method's fields when validated)."""
+    options = {method: dict(values) for method, values in (preset or {}).items()}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        method, dot, option = key.partition(".")
+        if not (equals and dot and method and option):
+            raise StreamcamError(f"--method-option {pair!r}: give METHOD.OPTION=VALUE, e.g. scorecam.batch_size=64")
+        options.setdefault(method.strip(), {})[option.strip()] = value.strip()
+    return options
 
 
 def _run(config: RunConfig, debug: bool = False) -> None:

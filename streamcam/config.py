@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from .sources import Source
 
-VIEWS = ("overlay", "side", "grid")
+VIEWS = ("overlay", "side", "grid", "methods")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -34,7 +34,8 @@ class RunConfig:
     model: str = "resnet50"
     weights: str = "pretrained"  # ImageNet for torchvision models, the bundled training for "demo"
     labels: Path | None = None
-    method: str = "gradcam"
+    method: str = "gradcam"  # one method, or several separated by commas (--view methods, streamcam check)
+    method_options: dict | None = None  # {method: {option: value}}, e.g. {"scorecam": {"batch_size": 64}}
     layer: str | None = None
     align: str = "image"  # where layer cells sit when maps are upsampled; see cam/cells.py
     target: str | None = None  # a class name or index; None explains each frame's top-1 class
@@ -98,12 +99,20 @@ class RunConfig:
                 raise StreamcamError(message)
         for kind, value, valid in [
             ("view", self.view, VIEWS), ("colormap", self.colormap, COLORMAPS),
-            ("method", self.method, METHODS), ("preset", self.preset or "veryfast", PRESETS),
+            ("preset", self.preset or "veryfast", PRESETS),
             ("alignment", self.align, ALIGNMENTS), ("encoder", self.encoder, ENCODERS),
             ("decoder", self.decoder, DECODERS), ("precision", self.precision, PRECISIONS),
         ]:
             if value not in valid:
                 raise unknown_name(kind, value, valid)
+        for method in self.methods:
+            if method not in METHODS:
+                raise unknown_name("method", method, METHODS)
+        if len(self.methods) > 1 and self.view != "methods" and not extra_outputs:
+            raise StreamcamError(f"--method {self.method} names several methods: show them side by side with "
+                                 "--view methods (or compare them with streamcam check)")
+        for method in self.method_options or {}:
+            self.options_of(method, validate=True)
         if self.camera_size is not None:
             parse_size(self.camera_size)
         self.box_threshold_value()
@@ -115,6 +124,26 @@ class RunConfig:
             if output is not None:
                 check_output(output, self.source, log=is_log)
         return self
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods of --method, in order."""
+        return [name.strip() for name in self.method.split(",") if name.strip()]
+
+    def options_of(self, method: str, validate: bool = False) -> dict[str, object]:
+        """--method-option values for `method`, typed (a method's options are its dataclass fields)."""
+        from .cam.methods import METHODS, make_method, typed_options
+
+        given = (self.method_options or {}).get(method, {})
+        if validate:
+            if method not in METHODS:
+                raise unknown_name("method", method, METHODS, hint="(in --method-option)")
+            if not isinstance(given, dict):
+                raise StreamcamError(f"--method-option {method}: expected option=value pairs, got {given!r}")
+        options = typed_options(method, given)
+        if validate:
+            make_method(method, options)  # every option known and in range, or one clear line
+        return options
 
     @property
     def writes_video(self) -> bool:
@@ -211,6 +240,8 @@ def _coerce(path: Path, line: int, key: str, value: object) -> object:
         return None
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     for kind in kinds:
+        if kind == "dict" and isinstance(value, dict):
+            return value
         if kind == "bool" and isinstance(value, bool):
             return value
         if kind == "int" and is_number and isinstance(value, int):
@@ -225,4 +256,5 @@ def _coerce(path: Path, line: int, key: str, value: object) -> object:
     raise StreamcamError(f"{path} line {line}: {key} must be {wanted}, got {value!r}")
 
 
-_KIND_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a name", "Path": "a path"}
+_KIND_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a name", "Path": "a path",
+               "dict": "a mapping"}

@@ -115,6 +115,7 @@ def print_check(report) -> None:
         table.add_column(column, justify="left" if column in ("clip", "result") else "right")
     for clip in report.clips:
         entries = [(clip.source, clip.summary, clip.failures)]
+        entries += [(f"  {method}", summary, report.thresholds.failures(summary)) for method, summary in clip.methods.items()]
         entries += [(f"  {obj['name']}", obj["summary"], obj["failures"]) for obj in clip.objects]
         for name, summary, failures in entries:
             if clip.incomplete:
@@ -180,3 +181,4 @@ def print_batch(report) -> None:
     table.add_row("wrote", f"{report.path}, {report.folder / 'report.csv'}"
                            + (f", {report.folder / 'junit.xml'}" if report.check is not None else ""))
     stdout.print(table)
+

@@ -9,6 +9,7 @@ device for the renderer.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,16 @@ from .sources import Frame
 
 
 @dataclass
+class MethodMap:
+    """One method's map of a frame, when several are compared (--view methods)."""
+
+    method: str
+    peak: tuple[int, int]  # (x, y) in frame pixels
+    boxes: list[Box] | None
+    ms: float  # the method's time per frame
+
+
+@dataclass
 class ExplainedFrame:
     frame: Frame
     picture: Picture  # the frame on the compute device (a view of its uploaded batch)
@@ -34,31 +45,38 @@ class ExplainedFrame:
     top: list[tuple[int, float]]  # the frame's top-k (class, probability), for labels and logs
     peak: tuple[int, int]  # (x, y) of the first map's maximum, in frame pixels
     boxes: list[Box] | None = None  # hot regions of the first map, hottest first, in frame pixels (--boxes)
+    methods: list[MethodMap] | None = None  # with several methods: one per map, in order
 
 
 class FrameExplainer:
     """Runs `explainer` on frames. `top_k` classes are reported per frame; with `grid` each of them gets
-    its own map, otherwise only the `target` (or the top-1) class is explained. `smooth` in [0,1) blends
-    each map with the previous frame's of the same camera (exponential moving average) to stop flicker.
-    With `boxes` (a threshold: a fraction of the map's maximum, or "otsu") each frame also gets boxes
-    around the hot regions of its map. `stream` is a CUDA stream of its own (the plan's), or None."""
+    its own map, otherwise only the `target` (or the top-1) class is explained. Given several explainers
+    (--view methods), each explains that class, and the maps are theirs, in order, each with its time.
+    `smooth` in [0,1) blends each map with the previous frame's of the same camera (exponential moving
+    average) to stop flicker. With `boxes` (a threshold: a fraction of the map's maximum, or "otsu") each
+    map also gets boxes around its hot regions. `stream` is a CUDA stream of its own (the plan's), or None."""
 
-    def __init__(self, loaded: LoadedModel, explainer: Explainer, *, target: str | None = None,
+    def __init__(self, loaded: LoadedModel, explainer: Explainer | list[Explainer], *, target: str | None = None,
                  top_k: int = 1, grid: bool = False, smooth: float = 0.0, boxes: float | str | None = None,
                  stream: torch.cuda.Stream | None = None):
         self.loaded = loaded
         self.boxes = boxes
-        self.explainer = explainer
+        self.explainers = explainer if isinstance(explainer, list) else [explainer]
+        self.explainer = self.explainers[0]
         self.device = loaded.device
         self.top_k = top_k
         self.grid = grid
         self.smooth = smooth
         # Resolved here, before any output exists: a bad class fails the run before it starts.
-        self.target = None if target is None else class_index(target, explainer.num_classes, loaded.class_names)
+        self.target = None if target is None else class_index(target, self.explainer.num_classes, loaded.class_names)
         self._previous: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (camera, slot) -> (class, map)
         # On CUDA, a stream of its own, so that NVDEC's copies into frames (on the legacy default
         # stream) overlap inference instead of queueing behind it.
         self.stream = stream
+
+    @property
+    def compares_methods(self) -> bool:
+        return len(self.explainers) > 1
 
     def class_name(self, index: int) -> str:
         names = self.loaded.class_names
@@ -86,31 +104,44 @@ class FrameExplainer:
 
     def _explain_batch(self, frames: list[Frame]) -> list[ExplainedFrame]:
         pictures = upload([frame.picture for frame in frames], self.device)
+        x = pictures.model_input(self.loaded.preprocess)
         k = self.top_k if self.grid else None
-        result = self.explainer(pictures.model_input(self.loaded.preprocess), self.target, topk=k)
-        maps = self._frame_part(result.maps if k else result.maps[:, None], frames[0].shape)
-        targets = result.targets if k else result.targets[:, None]
+        result, maps, seconds = None, [], []
+        for explainer in self.explainers:
+            started = time.perf_counter()
+            result = explainer(x, self.target, topk=k)
+            maps.append(self._frame_part(result.maps if k else result.maps[:, None], frames[0].shape))
+            if self.compares_methods and self.stream is not None:
+                self.stream.synchronize()  # a GPU's work is done before its time is read
+            seconds.append(time.perf_counter() - started)
+        maps = torch.cat(maps, dim=1)  # (B, K maps: top-k classes, or one per method)
+        targets = result.targets if k else result.targets[:, None].expand(-1, maps.shape[1])
         maps = self._smoothed(maps, targets, [frame.stream for frame in frames])
 
-        # One transfer for everything the CPU needs: probabilities, top-k and each frame's peak. It waits
+        # One transfer for everything the CPU needs: probabilities, top-k and each map's peak. It waits
         # for the maps, so what is handed to the renderer (on another CUDA stream) is complete.
         probabilities = result.probabilities
         top = probabilities.topk(min(self.top_k, probabilities.shape[1]), dim=1)
-        peaks = maps[:, 0].flatten(1).argmax(dim=1)
+        slots = maps.shape[1] if self.compares_methods else 1
+        peaks = maps[:, :slots].flatten(2).argmax(dim=2)
         host = [t.cpu() for t in (targets, probabilities.gather(1, targets), top.indices, top.values, peaks)]
         targets_cpu, target_probs, top_indices, top_values, peaks_cpu = host
 
         geometry = MapGeometry(tuple(maps.shape[-2:]), frames[0].shape)
-        host_maps = maps[:, 0].float().cpu().numpy() if self.boxes is not None else None
+        host_maps = maps[:, :slots].float().cpu().numpy() if self.boxes is not None else None
         explained = []
         for i, frame in enumerate(frames):
-            boxes = None
+            spots = [geometry.point(*reversed(divmod(int(peak), geometry.map_size[1]))) for peak in peaks_cpu[i]]
+            boxes = [None] * slots
             if host_maps is not None:  # found at map resolution (cheap), placed on the frame
-                boxes = [geometry.box(box) for box in boxes_from_map(host_maps[i], self.boxes)]
+                boxes = [[geometry.box(box) for box in boxes_from_map(heatmap, self.boxes)] for heatmap in host_maps[i]]
+            methods = None
+            if self.compares_methods:
+                methods = [MethodMap(e.method.name, spot, slot_boxes, 1000 * s / len(frames))
+                           for e, spot, slot_boxes, s in zip(self.explainers, spots, boxes, seconds)]
             explained.append(ExplainedFrame(
                 frame, pictures[i], maps[i], geometry, targets_cpu[i].tolist(), target_probs[i].tolist(),
-                list(zip(top_indices[i].tolist(), top_values[i].tolist())),
-                geometry.point(*reversed(divmod(int(peaks_cpu[i]), geometry.map_size[1]))), boxes,
+                list(zip(top_indices[i].tolist(), top_values[i].tolist())), spots[0], boxes[0], methods,
             ))
         return explained
 

@@ -129,7 +129,7 @@ class ClipOutcome:
     seconds: float = 0.0
     node: str | None = None
     outputs: list[str] = field(default_factory=list)  # relative to the batch folder
-    check: object = None  # a checks.ClipReport, with --check
+    check: object = None  # a check_report.ClipReport, with --check
 
 
 class ClipWorker:

@@ -72,7 +72,8 @@ class Renderer(ABC):
 
     - overlay: the frame with the heatmap blended over it;
     - side: the original frame | the overlay;
-    - grid: one overlay per explained class (top-k), each labelled.
+    - grid: one overlay per explained class (top-k), each labelled;
+    - methods: one overlay per method (--method a,b,c), each labelled with its name and time per frame.
 
     The label shows the explained class and its probability (and the top-k list when top_k > 1); the
     FPS sits in the top-right corner. Subclasses make the pictures (`overlays`, `original`) and put them
@@ -80,19 +81,20 @@ class Renderer(ABC):
     """
 
     def __init__(self, class_name: Callable[[int], str], *, view: str = "overlay", alpha: float = 0.5,
-                 colormap: str = "jet", top_k: int = 1):
+                 colormap: str = "jet", top_k: int = 1, tiles: int | None = None):
         self.class_name = class_name
         self.view = view
         self.alpha = alpha
         self.lut = colormap_lut(colormap)
         self.top_k = top_k
+        self.tiles = tiles or top_k  # maps in a grid: the top-k classes, or the methods
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the pictures this renderer makes of frames of that size."""
         if self.view == "side":
             return 2 * width, height
-        if self.view == "grid":
-            count = self.top_k
+        if self.view in ("grid", "methods"):
+            count = self.tiles
             columns, tile_width, tile_height = grid_layout(count, width, height)
             return columns * tile_width, math.ceil(count / columns) * tile_height
         return width, height
@@ -100,12 +102,12 @@ class Renderer(ABC):
     def render(self, explained: ExplainedFrame, fps: float | None = None) -> RenderedFrame:
         height, width = explained.frame.shape
         overlays = self.overlays(explained)
-        if self.view == "grid":
+        if self.view in ("grid", "methods"):
             columns, tile_width, tile_height = grid_layout(len(overlays), width, height)
             picture = self.to_host(self.grid(overlays, columns, tile_width, tile_height), explained)
             tiles = [((i % columns) * tile_width, (i // columns) * tile_height) for i in range(len(overlays))]
-            for rank, ((x, y), cls, probability) in enumerate(zip(tiles, explained.classes, explained.probabilities)):
-                picture = draw_text_box(picture, [f"{rank + 1}. {self.class_name(cls)} {_percent(probability)}"],
+            for rank, (x, y) in enumerate(tiles):
+                picture = draw_text_box(picture, self._tile_lines(explained, rank),
                                         area=(x, y, x + tile_width, y + tile_height))
         else:
             side = self.view == "side"
@@ -118,6 +120,14 @@ class Renderer(ABC):
         if fps is not None:
             picture = draw_text_box(picture, [f"{fps:.1f} fps"], right=True)
         return RenderedFrame(explained, picture)
+
+    def _tile_lines(self, explained: ExplainedFrame, rank: int) -> list[str]:
+        """A grid tile's label: its class and rank; or its method, its time, and the class it explains."""
+        cls, probability = explained.classes[rank], explained.probabilities[rank]
+        if explained.methods:
+            method = explained.methods[rank]
+            return [f"{method.method} {method.ms:.0f} ms", f"{self.class_name(cls)} {_percent(probability)}"]
+        return [f"{rank + 1}. {self.class_name(cls)} {_percent(probability)}"]
 
     def _label_lines(self, explained: ExplainedFrame) -> list[str]:
         """The explained class, or with top_k > 1 the ranked list; a --target class outside the top-k

@@ -183,6 +183,10 @@ class ContactSheetSink(Sink):
         self.wrote = True
 
 
+def _boxes(boxes) -> list[list[float]]:
+    return [[round(v, 1) for v in box] for box in boxes]
+
+
 class JsonlLog(Sink):
     """One JSON object per frame, flushed as it is written, so a stopped run keeps every row. With
     several cameras, each row says which (`stream`)."""
@@ -211,7 +215,10 @@ class JsonlLog(Sink):
         if self.cameras > 1:
             row["stream"] = frame.stream
         if explained.boxes is not None:
-            row["boxes"] = [[round(v, 1) for v in box] for box in explained.boxes]
+            row["boxes"] = _boxes(explained.boxes)
+        if explained.methods:
+            row["methods"] = [{"method": m.method, "peak": {"x": m.peak[0], "y": m.peak[1]}, "ms": round(m.ms, 2),
+                               **({"boxes": _boxes(m.boxes)} if m.boxes is not None else {})} for m in explained.methods]
         if frame.name:
             row["file"] = frame.name
         try:

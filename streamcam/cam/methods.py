@@ -47,3 +47,31 @@ def make_method(method: str | CamMethod, options: dict[str, object]) -> CamMetho
 def method_options(method: type[CamMethod]) -> dict[str, object]:
     """A method's options and their defaults (a method's options are its dataclass fields)."""
     return {f.name: f.default for f in dataclasses.fields(method)} if dataclasses.is_dataclass(method) else {}
+
+
+def typed_options(method: str, given: dict[str, object]) -> dict[str, object]:
+    """Option values as the method's fields type them: "64" -> 64, "true" -> True (command-line text);
+    values already of their type (YAML) pass. Unknown names are left for make_method to refuse."""
+    defaults = method_options(METHODS[method]) if method in METHODS else {}
+    typed = {}
+    for option, value in given.items():
+        default = defaults.get(option)
+        if isinstance(value, str) and isinstance(default, (bool, int, float)):
+            typed[option] = _parse(method, option, value, type(default))
+        else:
+            typed[option] = value
+    return typed
+
+
+def _parse(method: str, option: str, text: str, kind: type) -> object:
+    if kind is bool:
+        if text.lower() in ("true", "yes", "1", "on"):
+            return True
+        if text.lower() in ("false", "no", "0", "off"):
+            return False
+    else:
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise StreamcamError(f"{method}.{option} takes {kind.__name__} values, got {text!r}")
