@@ -8,6 +8,7 @@
 
     report = streamcam.check("drive.mp4", roi="boxes.json", model="demo")   # heatmap tests (checks.py)
     report = streamcam.batch(["archive/"], "out/", model="demo")             # an archive on Ray (batches.py)
+    faithful = streamcam.evaluate(loaded, x, method="gradcam")               # Average Drop, ADCC, ... (evaluation.py)
 """
 
 import os
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`streamcam.check` and `streamcam.batch` load the video pipeline (and Ray) only when used."""
+    """`streamcam.check`, `batch` and `evaluate` load the video pipeline (and Ray) only when used."""
     if name == "check":
         from .checks import check
 
@@ -41,6 +42,10 @@ def __getattr__(name: str):
         from .check_report import CheckReport
 
         return CheckReport
+    if name in ("evaluate", "Faithfulness"):
+        from . import evaluation
+
+        return getattr(evaluation, name)
     if name in ("batch", "BatchReport"):
         from . import batches
 
@@ -54,6 +59,7 @@ __all__ = [
     "CheckReport",
     "Explainer",
     "Explanation",
+    "Faithfulness",
     "LoadedModel",
     "Preprocess",
     "StreamcamError",
@@ -61,6 +67,7 @@ __all__ = [
     "available_models",
     "batch",
     "check",
+    "evaluate",
     "feature_layers",
     "load_model",
 ]

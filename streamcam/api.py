@@ -107,6 +107,8 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
         frames = FrameExplainer(loaded, explainers, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
                                 boxes=config.box_threshold_value() if config.boxes else None,
+                                motion=(config.motion_mode, config.motion_noise, config.motion_flow)
+                                if config.motion_mode else None,
                                 stream=cuda_stream(device) if plan.cuda_streams else None)
         renderer = _renderer(config, plan, frames.class_name)
         outputs = Outputs(_open_sinks(config, plan, source, frames.class_name, renderer))
@@ -158,7 +160,7 @@ def _open(config: RunConfig, decoding: Decoding, resources: contextlib.ExitStack
 
 def _renderer(config: RunConfig, plan: RunPlan, class_name: Callable[[int], str]) -> Renderer:
     look = {"view": config.view, "alpha": config.alpha, "colormap": config.colormap, "top_k": config.top_k,
-            "tiles": len(config.methods) if config.view == "methods" else config.top_k}
+            "tiles": len(config.methods) if config.view == "methods" else config.top_k, "hud_motion": config.hud_motion}
     if plan.render_on_device:
         return TorchRenderer(class_name, plan.device, cuda_stream(plan.device) if plan.cuda_streams else None, **look)
     return OpenCVRenderer(class_name, **look)

@@ -59,7 +59,8 @@ class CheckSink(Sink):
         explained = rendered.explained
         frame = explained.frame
         height, width = frame.shape
-        regions = self.regions.regions(frame.index, width, height)
+        moving = explained.motion.mask if explained.motion is not None else None
+        regions = self.regions.regions(frame.index, width, height, moving)
         if not regions:
             return
         # Each method's map (one, unless several are compared), as the viewer sees it: on the frame.
@@ -140,6 +141,8 @@ def check(sources: str | Path | Iterable[str | Path], roi: str | RegionSpec, *, 
             raise StreamcamError(f"check() got an unknown option {name!r}")
         setattr(base, name, value)
     base.target, base.boxes, base.show = target, True, False
+    if regions.needs_motion and base.motion is None:
+        base.motion = "auto"
 
     video_paths = [_failing_video_path(failing_output, source, index, len(source_list))
                    for index, source in enumerate(source_list)]

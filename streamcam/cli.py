@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import threading
@@ -11,8 +10,32 @@ from typing import Annotated
 
 import typer
 
+from .cli_options import (
+    DEFAULT,
+    Align,
+    BatchSize,
+    BoxThreshold,
+    Debug,
+    Device,
+    InputSize,
+    Labels,
+    Layer,
+    MaxFrames,
+    Method,
+    MethodOption,
+    Model,
+    Motion,
+    MotionFlow,
+    MotionNoise,
+    Precision,
+    Smooth,
+    Weights,
+    clip_options,
+    source_options,
+    with_options,
+)
 from .config import FIELDS, RunConfig, load_preset
-from .errors import RunFailed, StreamcamError
+from .errors import RunFailed, StreamcamError, unknown_name
 
 app = typer.Typer(
     name="streamcam",
@@ -21,83 +44,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-DEFAULT = RunConfig()
-
-# Options shared by `run` and `webcam`. Defaults come from RunConfig, so the help tells the truth.
-Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write the annotated video here (.mp4, .mkv, .mov, .webm, ...), or images into this folder.")]
-Model = Annotated[str, typer.Option(help="demo (bundled, offline) or a torchvision classifier (see `streamcam models`).")]
-Weights = Annotated[str, typer.Option(help="pretrained (ImageNet, downloaded once; demo: its bundled training), imagenet, none (random), or a checkpoint PATH.")]
-Labels = Annotated[Path | None, typer.Option(help="Class names: a text file (one per line) or JSON list.")]
-Method = Annotated[str, typer.Option(help="Explanation method (see `streamcam methods`); several, comma-separated, with --view methods.")]
-MethodOption = Annotated[list[str] | None, typer.Option("--method-option", help="A method's option, METHOD.OPTION=VALUE (e.g. scorecam.batch_size=64, reciprocam.gaussian=true); again for more. `streamcam methods` lists them.")]
-Layer = Annotated[str | None, typer.Option(help="Layer to explain, e.g. layer4 or layer3.5 (see `streamcam layers MODEL`). \\[default: last feature map before pooling]")]
-Align = Annotated[str, typer.Option(help="Where layer cells sit when maps are upsampled: image (as pytorch-grad-cam) or receptive-field (at their receptive fields' centres; half a cell up and left).")]
-Target = Annotated[str | None, typer.Option(help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")]
-TopK = Annotated[int, typer.Option("--top-k", help="Classes listed on the frame; with --view grid, maps shown.")]
-Alpha = Annotated[float, typer.Option(help="Heatmap opacity, 0..1.")]
-Colormap = Annotated[str, typer.Option(help="jet, turbo, inferno or viridis.")]
-View = Annotated[str, typer.Option(help="overlay, side (original | overlay), grid (one map per top-k class) or methods (one map per --method, with its time).")]
-Boxes = Annotated[bool, typer.Option(help="Draw boxes around the heatmap's hot regions, and log them.")]
-BoxThreshold = Annotated[str, typer.Option("--box-threshold", help="Where a hot region starts: a fraction of the map's maximum, or otsu.")]
-Smooth = Annotated[float, typer.Option(help="Temporal smoothing of maps against flicker, 0 (off) .. <1 (strong).")]
-InputSize = Annotated[int | None, typer.Option("--input-size", help="Model input short side in pixels (aspect kept, nothing cropped). \\[default: the checkpoint's training size, else 224]")]
-BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Frames per forward pass. \\[default: 1 for live sources, 4 for files]")]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Precision = Annotated[str, typer.Option(help="auto (bf16 on GPUs and on CPUs with bf16 instructions, fp16 on older GPUs, else fp32), fp32, bf16 or fp16.")]
-Compile = Annotated[bool, typer.Option(help="Compile the model's forward pass with torch.compile (CUDA graphs on a GPU): compiling takes tens of seconds, so it pays on long runs only. Only where no backward pass is needed (the default layer).")]
-Crf = Annotated[int, typer.Option(help="Video quality: 0 (lossless) .. 51; lower is better and bigger.")]
-Preset = Annotated[str | None, typer.Option(help="x264 speed preset. \\[default: veryfast for files, ultrafast for live]")]
-Encoder = Annotated[str, typer.Option(help="H.264 encoder: auto (NVENC when the model runs on a GPU that has one, checked with a one-frame test; else libx264), libx264 or nvenc.")]
-Decoder = Annotated[str, typer.Option(help="Video decoding: auto (NVDEC when the model runs on a GPU and NVDEC opens; else the CPU, said in one line), software or nvdec.")]
-VideoStream = Annotated[str, typer.Option("--video-stream", help="Which video stream of a file with several (dual-camera dashcams): 0, 1, ..., or all (each explained, one output stream per camera).")]
-Fps = Annotated[float | None, typer.Option("--fps", help="Frame rate of a stream without timestamps (a raw .h264 or .hevc file). \\[default: the rate the stream gives]")]
-MaxFrames = Annotated[int | None, typer.Option("--max-frames", help="Stop after this many frames.")]
-Log = Annotated[Path | None, typer.Option(help="Write one JSON line per frame here: classes, probabilities, heatmap peak, latency.")]
-ContactSheet = Annotated[Path | None, typer.Option("--contact-sheet", help="Write a PNG grid of 8 rendered frames spread over the run.")]
-Config = Annotated[Path | None, typer.Option(help="YAML preset (see configs/); flags given here override it.")]
-CameraSize = Annotated[str | None, typer.Option("--camera-size", help="Camera resolution, e.g. 1280x720. \\[default: the camera's]")]
-CameraFps = Annotated[float | None, typer.Option("--camera-fps", help="Camera frame rate. \\[default: the camera's]")]
-ReconnectTimeout = Annotated[float, typer.Option("--reconnect-timeout", help="Seconds a dropped stream or camera may stay away (reconnecting, shown as stalled) before the run ends; 0 ends it at once.")]
-Debug = Annotated[bool, typer.Option(help="Show full tracebacks.")]
-
-
-def _clip_options(
-    model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
-    method: Method = DEFAULT.method, method_option: MethodOption = None, layer: Layer = None,
-    align: Align = DEFAULT.align, target: Target = None,
-    top_k: TopK = DEFAULT.top_k, alpha: Alpha = DEFAULT.alpha, colormap: Colormap = DEFAULT.colormap,
-    view: View = DEFAULT.view, smooth: Smooth = DEFAULT.smooth,
-    boxes: Boxes = DEFAULT.boxes, box_threshold: BoxThreshold = DEFAULT.box_threshold,
-    input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
-    precision: Precision = DEFAULT.precision, compile: Compile = DEFAULT.compile, crf: Crf = DEFAULT.crf, preset: Preset = None,
-    encoder: Encoder = DEFAULT.encoder, decoder: Decoder = DEFAULT.decoder,
-    video_stream: VideoStream = str(DEFAULT.video_stream), fps: Fps = None, max_frames: MaxFrames = None,
-    config: Config = None, debug: Debug = False,
-) -> None:
-    """The options that apply to any clip: `run`, `webcam` and `batch` share them."""
-
-
-def _source_options(
-    output: Output = None,
-    camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
-    log: Log = None, contact_sheet: ContactSheet = None,
-) -> None:
-    """The options of one source's run: `run` and `webcam` share them too."""
-
-
-def _with_options(*groups):
-    """Typer reads a command's options from its signature: append the groups' to the command's own."""
-    def append(command):
-        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-        shared = [p for group in groups for p in inspect.signature(group, eval_str=True).parameters.values()]
-        command.__signature__ = inspect.Signature(own + shared)
-        return command
-
-    return append
 
 
 @app.command()
-@_with_options(_source_options, _clip_options)
+@with_options(source_options, clip_options)
 def run(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="Video file, image or folder of images, stream URL (rtsp://, http://), camera index, or lavfi:GRAPH.")],
@@ -109,7 +59,7 @@ def run(
 
 
 @app.command()
-@_with_options(_source_options, _clip_options)
+@with_options(source_options, clip_options)
 def webcam(
     ctx: typer.Context,
     camera: Annotated[str, typer.Option(help="Camera index or device path (/dev/video0; a name on Windows).")] = "0",
@@ -155,7 +105,7 @@ def demo(
 @app.command()
 def check(
     sources: Annotated[list[str], typer.Argument(help="Clips to check: files, folders of clips, quoted globs (\"clips/*.mp4\"), streams.")],
-    roi: Annotated[str, typer.Option(help="Where the heatmap should be: x0,y0,x1,y1 (pixels, or fractions of the frame), a mask image, or per-frame boxes (.json/.csv).")],
+    roi: Annotated[str, typer.Option(help="Where the heatmap should be: x0,y0,x1,y1 (pixels, or fractions of the frame), a mask image, per-frame boxes (.json/.csv), or motion (what moves in each frame).")],
     class_name: Annotated[str | None, typer.Option("--class", help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")] = None,
     min_share: Annotated[float | None, typer.Option("--min-share", help="Pass when the map's mean energy share inside the region is at least this. \\[default: not checked]")] = None,
     min_pointing: Annotated[float, typer.Option("--min-pointing", help="Pass when at least this share of frames has the map's peak inside the region.")] = 0.8,
@@ -166,6 +116,7 @@ def check(
     method: Method = DEFAULT.method, layer: Layer = None,
     align: Annotated[str, typer.Option(help="image or receptive-field; see `run --help`.")] = "receptive-field",
     box_threshold: BoxThreshold = DEFAULT.box_threshold,
+    motion: Motion = None, motion_noise: MotionNoise = DEFAULT.motion_noise, motion_flow: MotionFlow = DEFAULT.motion_flow,
     input_size: InputSize = None, batch_size: BatchSize = None, device: Device = DEFAULT.device,
     precision: Precision = DEFAULT.precision, max_frames: MaxFrames = None,
     debug: Debug = False,
@@ -182,7 +133,8 @@ def check(
     result = run_check(
         sources, roi, target=class_name, min_share=min_share, min_pointing=min_pointing, failing_output=output,
         on_clip=lambda source: RunProgress(max_frames), model=model, weights=weights, labels=labels,
-        method=method, layer=layer, align=align, box_threshold=box_threshold, input_size=input_size,
+        method=method, layer=layer, align=align, box_threshold=box_threshold, motion=motion,
+        motion_noise=motion_noise, motion_flow=motion_flow, input_size=input_size,
         batch_size=batch_size, device=device, precision=precision, max_frames=max_frames,
     )
     print_check(result)
@@ -197,7 +149,62 @@ def check(
 
 
 @app.command()
-@_with_options(_clip_options)
+def evaluate(
+    sources: Annotated[list[str], typer.Argument(help="Clips, image folders or streams: files, folders of clips, quoted globs.")],
+    method: Method = DEFAULT.method, method_option: MethodOption = None, layer: Layer = None,
+    model: Model = DEFAULT.model, weights: Weights = DEFAULT.weights, labels: Labels = None,
+    class_name: Annotated[str | None, typer.Option("--class", help="Explain this class (name or index) in every frame. \\[default: each frame's top-1]")] = None,
+    roi: Annotated[str | None, typer.Option(help="Regions for pointing and share, as `streamcam check --roi` takes them. \\[default: none]")] = None,
+    sample: Annotated[int | None, typer.Option(help="Evaluate this many frames of each clip, spread over it. \\[default: every frame]")] = None,
+    motion: Annotated[str, typer.Option(help="Motion mask for motion share: auto (detects a moving camera), still, moving or off.")] = "auto",
+    motion_noise: MotionNoise = DEFAULT.motion_noise, motion_flow: MotionFlow = DEFAULT.motion_flow,
+    steps: Annotated[int, typer.Option(help="Deletion and insertion: pixels change in this many steps.")] = 20,
+    baseline: Annotated[str, typer.Option(help="What deleted pixels become: zeros (the mean colour) or blur.")] = "zeros",
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write one CSV row per method here.")] = None,
+    align: Align = "image", input_size: InputSize = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per batch.")] = 8,
+    device: Device = DEFAULT.device, precision: Precision = DEFAULT.precision, debug: Debug = False,
+) -> None:
+    """Measure how faithful each method's maps are: Average Drop, Increase in Confidence, coherency,
+    complexity, ADCC, deletion and insertion AUC, motion share, and pointing against --roi."""
+    from .checks import expand_sources
+    from .console import print_evaluation, setup_logging
+    from .evaluation import evaluate_sources
+    from .faithfulness import BASELINES
+    from .motion import MOTION_MODES
+    from .sinks import check_output
+
+    setup_logging(debug)
+    for ok, message in [(sample is None or sample >= 1, f"--sample must be at least 1, got {sample}"),
+                        (steps >= 1, f"--steps must be at least 1, got {steps}"),
+                        (batch_size >= 1, f"--batch-size must be at least 1, got {batch_size}")]:
+        if not ok:
+            raise StreamcamError(message)
+    for kind, value, valid in (("motion mode", motion, (*MOTION_MODES, "off")), ("baseline", baseline, BASELINES)):
+        if value not in valid:
+            raise unknown_name(kind, value, valid)
+    for path in (report, csv):
+        if path is not None:
+            check_output(path, "", log=True)
+    config = RunConfig(model=model, weights=weights, labels=labels, method=method, layer=layer, align=align,
+                       target=class_name, input_size=input_size, device=device, precision=precision,
+                       motion=None if motion == "off" else motion, motion_noise=motion_noise, motion_flow=motion_flow,
+                       method_options=_method_options(method_option, None) if method_option else None)
+    config.validate(extra_outputs=True)
+    result = evaluate_sources(expand_sources(sources), config, roi=roi, sample=sample, steps=steps,
+                              baseline=baseline, batch_size=batch_size)
+    print_evaluation(result)
+    if report is not None:
+        result.write_json(report)
+    if csv is not None and result.frames_seen:
+        result.write_csv(csv)
+    if result.interrupted:
+        _exit(130)
+
+
+@app.command()
+@with_options(clip_options)
 def batch(
     ctx: typer.Context,
     sources: Annotated[list[str], typer.Argument(help="Clips: files, folders (recursively), quoted globs (\"archive/**/*.mp4\"), or @list.txt (one path a line).")],

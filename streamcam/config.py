@@ -46,6 +46,10 @@ class RunConfig:
     view: str = "overlay"
     smooth: float = 0.0
     boxes: bool = False  # draw (and log) boxes around the map's hot regions
+    motion: str | None = None  # log each map's share on moving pixels: auto, still or moving (motion.py)
+    motion_noise: float = 15.0  # grey levels a still camera's pixel must change by to count as moving
+    motion_flow: float = 1.0  # pixels (at the motion mask's working width) a pixel must move beyond the camera's motion
+    hud_motion: bool = False  # show the motion share on the frame too (turns on --motion auto)
     box_threshold: float | str = 0.5  # a fraction of the map's maximum, or "otsu"
     # compute
     input_size: int | None = None  # None: what the checkpoint was trained at, else 224
@@ -76,6 +80,7 @@ class RunConfig:
         adds sinks of its own (`streamcam check`)."""
         from .cam import METHODS
         from .cam.maps import ALIGNMENTS
+        from .motion import MOTION_MODES
         from .plan import DECODERS, ENCODERS, PRECISIONS
         from .render import COLORMAPS
         from .sinks import check_output
@@ -90,6 +95,8 @@ class RunConfig:
             (self.max_frames is None or self.max_frames >= 1, f"--max-frames must be at least 1, got {self.max_frames}"),
             (self.camera_fps is None or self.camera_fps > 0, f"--camera-fps must be positive, got {self.camera_fps}"),
             (self.fps is None or self.fps > 0, f"--fps must be positive, got {self.fps}"),
+            (self.motion_noise > 0, f"--motion-noise must be positive, got {self.motion_noise}"),
+            (self.motion_flow > 0, f"--motion-flow must be positive, got {self.motion_flow}"),
             (self.reconnect_timeout >= 0, f"--reconnect-timeout must be 0 or more, got {self.reconnect_timeout}"),
             (not (self.view == "grid" and self.target is not None),
              "--target picks one class; the grid view shows the top-k classes (--top-k)"),
@@ -105,6 +112,8 @@ class RunConfig:
         ]:
             if value not in valid:
                 raise unknown_name(kind, value, valid)
+        if self.motion is not None and self.motion not in MOTION_MODES:
+            raise unknown_name("motion mode", self.motion, MOTION_MODES)
         for method in self.methods:
             if method not in METHODS:
                 raise unknown_name("method", method, METHODS)
@@ -124,6 +133,11 @@ class RunConfig:
             if output is not None:
                 check_output(output, self.source, log=is_log)
         return self
+
+    @property
+    def motion_mode(self) -> str | None:
+        """The motion mask to compute: --motion, or auto for --hud-motion alone; None: none."""
+        return self.motion or ("auto" if self.hud_motion else None)
 
     @property
     def methods(self) -> list[str]:

@@ -182,3 +182,29 @@ def print_batch(report) -> None:
                            + (f", {report.folder / 'junit.xml'}" if report.check is not None else ""))
     stdout.print(table)
 
+
+EVALUATION_COLUMNS = (("pointing", "pointing"), ("share", "share"), ("average_drop", "AD"),
+                      ("increase_in_confidence", "IC"), ("coherency", "coherency"), ("complexity", "complexity"),
+                      ("adcc", "ADCC"), ("deletion_auc", "deletion"), ("insertion_auc", "insertion"),
+                      ("motion_share", "motion"), ("ms_per_frame", "ms/frame"))
+
+
+def print_evaluation(report) -> None:
+    """One row per method: the faithfulness metrics, localisation against --roi, motion share, speed."""
+    settings = report.settings
+    table = Table(title=f"streamcam evaluate ({report.frames_seen} frames, {settings['model']}, "
+                        f"{settings['precision']}, deletion/insertion: {settings['steps']} steps on {settings['baseline']})",
+                  title_justify="left")
+    table.add_column("method")
+    table.add_column("layer")
+    for _, header in EVALUATION_COLUMNS:
+        table.add_column(header, justify="right")
+    for row in report.rows():
+        cells = ["—" if row[key] is None else f"{row[key]:.{1 if key == 'ms_per_frame' else 3}f}"
+                 for key, _ in EVALUATION_COLUMNS]
+        table.add_row(row["method"], row["layer"], *cells)
+    # A terminal wraps the table to fit; a pipe or CI log gets it whole, not squeezed to 80 columns.
+    (stdout if stdout.is_terminal else Console(width=200)).print(table)
+    if report.interrupted:
+        planned = f" of {report.frames_planned}" if report.frames_planned else ""
+        stdout.print(f"[red]stopped[/]: interrupted after {report.frames_seen}{planned} frames; the figures cover those")

@@ -12,6 +12,8 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 
 from .cam import Explainer
@@ -20,6 +22,7 @@ from .cam.targets import class_index
 from .geometry import MapGeometry
 from .metrics import Box, boxes_from_map
 from .models import LoadedModel
+from .motion import MotionMask, motion_share
 from .picture import Picture, upload
 from .sources import Frame
 
@@ -35,6 +38,15 @@ class MethodMap:
 
 
 @dataclass
+class FrameMotion:
+    """What moves in a frame (--motion) and how much of each map lies on it."""
+
+    mask: np.ndarray  # (h,w) bool at the maps' resolution, cut to the frame
+    shares: list[float]  # per map slot: its energy on moving pixels / its total energy
+    camera_moving: bool
+
+
+@dataclass
 class ExplainedFrame:
     frame: Frame
     picture: Picture  # the frame on the compute device (a view of its uploaded batch)
@@ -46,6 +58,7 @@ class ExplainedFrame:
     peak: tuple[int, int]  # (x, y) of the first map's maximum, in frame pixels
     boxes: list[Box] | None = None  # hot regions of the first map, hottest first, in frame pixels (--boxes)
     methods: list[MethodMap] | None = None  # with several methods: one per map, in order
+    motion: FrameMotion | None = None  # with --motion
 
 
 class FrameExplainer:
@@ -54,12 +67,15 @@ class FrameExplainer:
     (--view methods), each explains that class, and the maps are theirs, in order, each with its time.
     `smooth` in [0,1) blends each map with the previous frame's of the same camera (exponential moving
     average) to stop flicker. With `boxes` (a threshold: a fraction of the map's maximum, or "otsu") each
-    map also gets boxes around its hot regions. `stream` is a CUDA stream of its own (the plan's), or None."""
+    map also gets boxes around its hot regions. `motion` (a MotionMask's mode, noise and min_flow) measures
+    each map's share on what moves, per camera. `stream` is a CUDA stream of its own (the plan's), or None."""
 
     def __init__(self, loaded: LoadedModel, explainer: Explainer | list[Explainer], *, target: str | None = None,
                  top_k: int = 1, grid: bool = False, smooth: float = 0.0, boxes: float | str | None = None,
-                 stream: torch.cuda.Stream | None = None):
+                 motion: tuple[str, float, float] | None = None, stream: torch.cuda.Stream | None = None):
         self.loaded = loaded
+        self.motion = motion
+        self._motion_masks: dict[int, MotionMask] = {}  # camera -> its mask, which remembers the last frame
         self.boxes = boxes
         self.explainers = explainer if isinstance(explainer, list) else [explainer]
         self.explainer = self.explainers[0]
@@ -110,7 +126,7 @@ class FrameExplainer:
         for explainer in self.explainers:
             started = time.perf_counter()
             result = explainer(x, self.target, topk=k)
-            maps.append(self._frame_part(result.maps if k else result.maps[:, None], frames[0].shape))
+            maps.append(maps_on_frame(result.maps if k else result.maps[:, None], self.loaded.preprocess, frames[0].shape))
             if self.compares_methods and self.stream is not None:
                 self.stream.synchronize()  # a GPU's work is done before its time is read
             seconds.append(time.perf_counter() - started)
@@ -129,6 +145,7 @@ class FrameExplainer:
 
         geometry = MapGeometry(tuple(maps.shape[-2:]), frames[0].shape)
         host_maps = maps[:, :slots].float().cpu().numpy() if self.boxes is not None else None
+        motions = self._motions(frames, maps[:, :slots]) if self.motion else [None] * len(frames)
         explained = []
         for i, frame in enumerate(frames):
             spots = [geometry.point(*reversed(divmod(int(peak), geometry.map_size[1]))) for peak in peaks_cpu[i]]
@@ -141,17 +158,22 @@ class FrameExplainer:
                            for e, spot, slot_boxes, s in zip(self.explainers, spots, boxes, seconds)]
             explained.append(ExplainedFrame(
                 frame, pictures[i], maps[i], geometry, targets_cpu[i].tolist(), target_probs[i].tolist(),
-                list(zip(top_indices[i].tolist(), top_values[i].tolist())), spots[0], boxes[0], methods,
+                list(zip(top_indices[i].tolist(), top_values[i].tolist())), spots[0], boxes[0], methods, motions[i],
             ))
         return explained
 
-    def _frame_part(self, maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        """The maps of the frame itself: a letterboxed input's bars are cut off (never drawn as heat),
-        and what is left is normalised again."""
-        top, left, height, width = self.loaded.preprocess.content(*shape)
-        if (height, width) == tuple(maps.shape[-2:]):
-            return maps
-        return minmax(maps[..., top:top + height, left:left + width])
+    def _motions(self, frames: list[Frame], maps: torch.Tensor) -> list[FrameMotion]:
+        """Each frame's moving pixels at the maps' resolution (the frame is shrunk first: cheaper, and the
+        mask then matches the maps), and each map's share on them."""
+        host = maps.float().cpu()
+        height, width = host.shape[-2:]
+        motions = []
+        for frame, frame_maps in zip(frames, host):
+            mask_of = self._motion_masks.setdefault(frame.stream, MotionMask(*self.motion))
+            mask = mask_of(cv2.resize(frame.picture.gray(), (width, height), interpolation=cv2.INTER_AREA))
+            motions.append(FrameMotion(mask, [motion_share(heatmap, mask) for heatmap in frame_maps],
+                                       mask_of.camera_moving))
+        return motions
 
     def _smoothed(self, maps: torch.Tensor, targets: torch.Tensor, cameras: list[int]) -> torch.Tensor:
         """EMA per camera and map slot, in frame order; a slot restarts when its class or the map size
@@ -169,3 +191,12 @@ class FrameExplainer:
                 self._previous[camera, slot] = (target, current)
                 out[i, slot] = current
         return out
+
+
+def maps_on_frame(maps: torch.Tensor, preprocess, shape: tuple[int, int]) -> torch.Tensor:
+    """The maps (B,K,h,w) of the frame itself: a letterboxed input's bars are cut off (never drawn as
+    heat), and what is left is normalised again."""
+    top, left, height, width = preprocess.content(*shape)
+    if (height, width) == tuple(maps.shape[-2:]):
+        return maps
+    return minmax(maps[..., top:top + height, left:left + width])

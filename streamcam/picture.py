@@ -53,6 +53,10 @@ class Picture(ABC):
         """(H,W,3) BGR uint8 on the host (a view where it already is one)."""
 
     @abstractmethod
+    def gray(self) -> np.ndarray:
+        """(H,W) uint8 brightness on the host, for motion masks."""
+
+    @abstractmethod
     def yuv_planes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Float Y (H,W) and chroma (2,H/2,W/2) where the pixels are (a torch tensor's device)."""
 
@@ -89,6 +93,9 @@ class BgrPicture(Picture):
     def bgr(self) -> np.ndarray:
         return _host(self.data)
 
+    def gray(self) -> np.ndarray:
+        return cv2.cvtColor(self.bgr(), cv2.COLOR_BGR2GRAY)
+
     def yuv_planes(self) -> tuple[torch.Tensor, torch.Tensor]:
         return yuv.bgr_to_planes(torch.as_tensor(self.data), self.matrix)
 
@@ -123,6 +130,9 @@ class I420Picture(Picture):
 
     def bgr(self) -> np.ndarray:
         return self.video_frame(self.matrix).to_ndarray(format="bgr24", threads=1)
+
+    def gray(self) -> np.ndarray:
+        return _host(self.planes()[0])  # luma: only its plane crosses to the host
 
     def yuv_planes(self) -> tuple[torch.Tensor, torch.Tensor]:
         y, u, v = yuv.planes(torch.as_tensor(self.data))

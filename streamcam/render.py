@@ -81,13 +81,14 @@ class Renderer(ABC):
     """
 
     def __init__(self, class_name: Callable[[int], str], *, view: str = "overlay", alpha: float = 0.5,
-                 colormap: str = "jet", top_k: int = 1, tiles: int | None = None):
+                 colormap: str = "jet", top_k: int = 1, tiles: int | None = None, hud_motion: bool = False):
         self.class_name = class_name
         self.view = view
         self.alpha = alpha
         self.lut = colormap_lut(colormap)
         self.top_k = top_k
         self.tiles = tiles or top_k  # maps in a grid: the top-k classes, or the methods
+        self.hud_motion = hud_motion  # the label also says how much of the map lies on what moves
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the pictures this renderer makes of frames of that size."""
@@ -126,19 +127,25 @@ class Renderer(ABC):
         cls, probability = explained.classes[rank], explained.probabilities[rank]
         if explained.methods:
             method = explained.methods[rank]
-            return [f"{method.method} {method.ms:.0f} ms", f"{self.class_name(cls)} {_percent(probability)}"]
-        return [f"{rank + 1}. {self.class_name(cls)} {_percent(probability)}"]
+            return [f"{method.method} {method.ms:.0f} ms", f"{self.class_name(cls)} {_percent(probability)}",
+                    *self._motion_lines(explained, rank)]
+        return [f"{rank + 1}. {self.class_name(cls)} {_percent(probability)}", *self._motion_lines(explained, rank)]
 
     def _label_lines(self, explained: ExplainedFrame) -> list[str]:
         """The explained class, or with top_k > 1 the ranked list; a --target class outside the top-k
         is named on a first line of its own, so the label always says what the heatmap explains."""
         cls, probability = explained.classes[0], explained.probabilities[0]
         if self.top_k == 1 and explained.top[0][0] == cls:
-            return [f"{self.class_name(cls)} {_percent(probability)}"]
+            return [f"{self.class_name(cls)} {_percent(probability)}", *self._motion_lines(explained, 0)]
         lines = [f"{rank + 1}. {self.class_name(c)} {_percent(p)}" for rank, (c, p) in enumerate(explained.top)]
         if cls not in [c for c, _ in explained.top]:
             lines.insert(0, f"map: {self.class_name(cls)} {_percent(probability)}")
-        return lines
+        return lines + self._motion_lines(explained, 0)
+
+    def _motion_lines(self, explained: ExplainedFrame, slot: int) -> list[str]:
+        if not self.hud_motion or explained.motion is None or slot >= len(explained.motion.shares):
+            return []
+        return [f"on motion {_percent(explained.motion.shares[slot])}"]
 
     @abstractmethod
     def overlays(self, explained: ExplainedFrame) -> list:

@@ -4,6 +4,7 @@
     --roi 0.25,0.2,0.75,0.9      the same in fractions of the frame (every value <= 1)
     --roi road_mask.png          a mask image: non-zero pixels are inside (scaled to the frame)
     --roi boxes.json | boxes.csv per-frame boxes, each with an optional class and object id
+    --roi motion                 what moves in each frame (motion.py; --motion picks the mask's mode)
 
 Annotation files list objects by frame index (0-based, in decoding order):
 
@@ -11,7 +12,7 @@ Annotation files list objects by frame index (0-based, in decoding order):
           or {"0": [{"box": [...], "class": "car"}], "1": [...]}
     CSV:  frame,x0,y0,x1,y1[,class[,id]]   (a header line is optional)
 
-Frames without an annotation are not checked.
+Frames without an annotation (or, for motion, where nothing moves) are not checked.
 """
 
 from __future__ import annotations
@@ -40,10 +41,26 @@ class Region:
 
 
 class RegionSpec:
-    """Gives the regions of each frame (an empty list: the frame is not checked)."""
+    """Gives the regions of each frame (an empty list: the frame is not checked). `moving` is the
+    frame's motion mask, at any resolution, when the run computes one."""
 
-    def regions(self, frame_index: int, width: int, height: int) -> list[Region]:
+    needs_motion = False
+
+    def regions(self, frame_index: int, width: int, height: int, moving: np.ndarray | None = None) -> list[Region]:
         raise NotImplementedError
+
+
+class MovingPixels(RegionSpec):
+    """The pixels that move in the frame: "does the model look at what moves?"."""
+
+    needs_motion = True
+
+    def regions(self, frame_index: int, width: int, height: int, moving: np.ndarray | None = None) -> list[Region]:
+        if moving is None or not moving.any():
+            return []
+        mask = cv2.resize(moving.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+        ys, xs = np.nonzero(mask)
+        return [Region(mask, (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), "motion")]
 
 
 class FixedBox(RegionSpec):
@@ -55,7 +72,7 @@ class FixedBox(RegionSpec):
         self.fractions = all(0 <= v <= 1 for v in values)
         self._cache: dict[tuple[int, int], Region] = {}
 
-    def regions(self, frame_index: int, width: int, height: int) -> list[Region]:
+    def regions(self, frame_index: int, width: int, height: int, moving: np.ndarray | None = None) -> list[Region]:
         if (width, height) not in self._cache:
             x0, y0, x1, y1 = self.values
             if self.fractions:
@@ -75,7 +92,7 @@ class MaskImage(RegionSpec):
         self.mask = mask
         self._cache: dict[tuple[int, int], Region] = {}
 
-    def regions(self, frame_index: int, width: int, height: int) -> list[Region]:
+    def regions(self, frame_index: int, width: int, height: int, moving: np.ndarray | None = None) -> list[Region]:
         if (width, height) not in self._cache:
             mask = cv2.resize(self.mask, (width, height), interpolation=cv2.INTER_NEAREST) > 0
             ys, xs = np.nonzero(mask)
@@ -88,7 +105,7 @@ class Annotations(RegionSpec):
     def __init__(self, objects: dict[int, list[tuple[Box, str | None, str | None]]]):
         self.objects = objects
 
-    def regions(self, frame_index: int, width: int, height: int) -> list[Region]:
+    def regions(self, frame_index: int, width: int, height: int, moving: np.ndarray | None = None) -> list[Region]:
         return [Region(region_mask((height, width), box), box, label, object_id)
                 for box, label, object_id in self.objects.get(frame_index, [])]
 
@@ -132,6 +149,8 @@ def _text(value: object) -> str | None:
 
 def load_roi(spec: str) -> RegionSpec:
     """A RegionSpec from what the user typed after --roi."""
+    if spec == "motion":
+        return MovingPixels()
     path = Path(spec)
     if path.suffix.lower() in IMAGE_SUFFIXES | {".json", ".csv"}:
         if not path.is_file():
@@ -143,5 +162,5 @@ def load_roi(spec: str) -> RegionSpec:
         values = ()
     if len(values) != 4:
         raise StreamcamError(f"--roi {spec!r}: give x0,y0,x1,y1 (pixels, or fractions of the frame), a mask "
-                             "image, or an annotations file (.json, .csv)")
+                             "image, an annotations file (.json, .csv), or motion")
     return FixedBox(values)

@@ -216,9 +216,15 @@ class JsonlLog(Sink):
             row["stream"] = frame.stream
         if explained.boxes is not None:
             row["boxes"] = _boxes(explained.boxes)
+        motion = explained.motion
+        if motion is not None:
+            row["motion_share"] = round(motion.shares[0], 4)
+            row["camera_moving"] = motion.camera_moving
         if explained.methods:
             row["methods"] = [{"method": m.method, "peak": {"x": m.peak[0], "y": m.peak[1]}, "ms": round(m.ms, 2),
-                               **({"boxes": _boxes(m.boxes)} if m.boxes is not None else {})} for m in explained.methods]
+                               **({"boxes": _boxes(m.boxes)} if m.boxes is not None else {}),
+                               **({"motion_share": round(motion.shares[slot], 4)} if motion is not None else {})}
+                              for slot, m in enumerate(explained.methods)]
         if frame.name:
             row["file"] = frame.name
         try:

@@ -47,7 +47,7 @@ def test_python_dash_m_streamcam_is_the_same_command():
     assert usage.returncode == 0 and "Usage: python -m streamcam" in usage.stdout
 
 
-COMMANDS = ["run", "webcam", "check", "batch", "demo", "models", "layers", "methods"]
+COMMANDS = ["run", "webcam", "check", "evaluate", "batch", "demo", "models", "layers", "methods"]
 
 
 def test_help_works_for_every_command():

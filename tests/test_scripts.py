@@ -44,3 +44,11 @@ def test_batch_benchmark_runs_the_three_paths():
     assert paths == ["shell loop of `streamcam run`", "`streamcam batch --workers 1`",
                      "`streamcam batch` (default: 1 worker(s))"]
     assert done.stdout.count("Ray's own share") == 2
+
+
+def test_evaluate_benchmark_times_explain_and_evaluate():
+    done = run_script("bench_evaluate.py", "--models", "demo", "--methods", "gradcam", "--batch", "2", "--steps", "4",
+                      "--seconds", "0.1")
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| demo |")]
+    assert len(rows) == 1 and rows[0][2].strip() == "gradcam"
+    assert float(rows[0][4]) > float(rows[0][3])  # evaluating includes explaining, and more
