@@ -10,6 +10,12 @@ Frames per second are batch size / median seconds per call (CUDA events on a GPU
 
 from __future__ import annotations
 
+import os
+
+# numpy's BLAS threads spin after each call (pytorch-grad-cam's SVD and array maths) and took the cores
+# from whatever was timed next, by up to 4x: keep numpy's BLAS to one thread. Set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import copy
 import functools
@@ -26,7 +32,9 @@ from streamcam.plan import autocast, resolve_precision
 # and Score-CAM only where that takes a minute rather than hours (and pytorch-grad-cam's only on ResNet-18).
 SLOW_METHODS = {"scorecam", "smoothgrad"}
 SCORECAM_CONFIGS = {("resnet18", 1), ("resnet50", 1)}
-SCORECAM_REFERENCE_MODELS = {"resnet18"}
+# pytorch-grad-cam's Score-CAM and Ablation-CAM (one pass of the head per channel and image: 15 s per
+# ResNet-18 frame here) only where that takes a minute.
+SLOW_REFERENCES = {("scorecam", "resnet18", 1), ("ablationcam", "resnet18", 1)}
 SLOW_CALL_SECONDS = 2.0  # a method whose first call takes longer is timed on one call, as the slow ones
 SCORECAM_BATCH = 32  # masked images per forward pass, for both implementations
 SMOOTHGRAD_SAMPLES = 8
@@ -66,13 +74,12 @@ def method_layers(model: torch.nn.Module) -> list[tuple[str, str | None]]:
     return [(method, None) for method in METHODS]
 
 
-def wants_reference(method: str, model_name: str, references: dict[str, type]) -> bool:
+def wants_reference(method: str, model_name: str, batch: int, references: dict[str, type]) -> bool:
     if method not in references:
         return False
-    if method == "scorecam":
-        return model_name in SCORECAM_REFERENCE_MODELS
-    # pytorch-grad-cam's Ablation-CAM on a ViT needs its AblationLayerVit and a batch of 768 copies: left out
-    return not (method == "ablationcam" and model_name.startswith("vit"))
+    if method in ("scorecam", "ablationcam"):
+        return (method, model_name, batch) in SLOW_REFERENCES
+    return True
 
 
 def bench(model_name: str, batch: int, size: int, device: torch.device, precision: str, seconds: float) -> list[list[object]]:
@@ -103,14 +110,14 @@ def bench(model_name: str, batch: int, size: int, device: torch.device, precisio
         layer = explainer.layer
         calls = {"plain": plain, "streamcam": functools.partial(explainer, x)}
         references_used = []
-        if wants_reference(method, model_name, references):
+        if wants_reference(method, model_name, batch, references):
             for name, reference_model in [("reference", torchvision_model), ("reference_cl", model)]:
                 reference = references[method](model=reference_model, target_layers=[reference_model.get_submodule(layer)],
                                                reshape_transform=reshape)
                 reference.batch_size = SCORECAM_BATCH  # Score-CAM and Ablation-CAM read it
                 calls[name] = functools.partial(reference, input_tensor=x, targets=None)
                 references_used.append(reference)
-        slow = method in SLOW_METHODS or _seconds(calls["streamcam"]) > SLOW_CALL_SECONDS  # e.g. Ablation-CAM on a ViT
+        slow = method in SLOW_METHODS or max(map(_seconds, calls.values())) > SLOW_CALL_SECONDS  # Ablation-CAM's
         medians = benchlib.interleaved_medians(calls, device, min_rounds=1 if slow else 5,
                                                min_seconds=0 if slow else seconds, warmup=not slow)
         for reference in references_used:
@@ -176,11 +183,11 @@ def main() -> None:
         "Each row times all of these round-robin on the same input; fps = batch / median seconds per call, after a "
         f"warm-up call, over ≥5 rounds and ≥{args.seconds:g} s. Score-CAM (one forward per channel) is timed "
         f"for {', '.join(f'{m} batch {b}' for m, b in sorted(SCORECAM_CONFIGS))} only, and it and SmoothGrad "
-        f"(n={SMOOTHGRAD_SAMPLES}), and any method whose first call takes over {SLOW_CALL_SECONDS:g} s, get one "
-        "timed call; pytorch-grad-cam's Score-CAM on "
-        f"{', '.join(sorted(SCORECAM_REFERENCE_MODELS))} only. ResNets run every method at layer4 (Grad-CAM at layer3 too); "
+        f"(n={SMOOTHGRAD_SAMPLES}), and any row whose first calls take over {SLOW_CALL_SECONDS:g} s, get one "
+        "timed call; pytorch-grad-cam's Score-CAM and Ablation-CAM run on ResNet-18 at batch 1 only. ResNets run every method at layer4 (Grad-CAM at layer3 too); "
         "VGG16 and ViT-B/16 run each method at its default layer, batch 1 (ViT: pytorch-grad-cam gets the token "
-        "reshape its users write by hand). Methods a model refuses (CAM without a GAP + Linear head) have no row.\n\n"
+        "reshape its users write by hand). Methods a model refuses (CAM without a GAP + Linear head) have no row. "
+        "numpy's BLAS runs on one thread (its spinning threads otherwise slowed the next timed call).\n\n"
         + reciprocam_vs_scorecam(rows)
         + benchlib.markdown_table(header, rows)
     )

@@ -107,8 +107,7 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
         frames = FrameExplainer(loaded, explainers, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
                                 boxes=config.box_threshold_value() if config.boxes else None,
-                                motion=(config.motion_mode, config.motion_noise, config.motion_flow)
-                                if config.motion_mode else None,
+                                motion=config.motion_settings,
                                 stream=cuda_stream(device) if plan.cuda_streams else None)
         renderer = _renderer(config, plan, frames.class_name)
         outputs = Outputs(_open_sinks(config, plan, source, frames.class_name, renderer))

@@ -171,19 +171,12 @@ def evaluate(
     from .checks import expand_sources
     from .console import print_evaluation, setup_logging
     from .evaluation import evaluate_sources
-    from .faithfulness import BASELINES
     from .motion import MOTION_MODES
     from .sinks import check_output
 
     setup_logging(debug)
-    for ok, message in [(sample is None or sample >= 1, f"--sample must be at least 1, got {sample}"),
-                        (steps >= 1, f"--steps must be at least 1, got {steps}"),
-                        (batch_size >= 1, f"--batch-size must be at least 1, got {batch_size}")]:
-        if not ok:
-            raise StreamcamError(message)
-    for kind, value, valid in (("motion mode", motion, (*MOTION_MODES, "off")), ("baseline", baseline, BASELINES)):
-        if value not in valid:
-            raise unknown_name(kind, value, valid)
+    if motion not in (*MOTION_MODES, "off"):
+        raise unknown_name("motion mode", motion, (*MOTION_MODES, "off"))
     for path in (report, csv):
         if path is not None:
             check_output(path, "", log=True)
@@ -191,16 +184,17 @@ def evaluate(
                        target=class_name, input_size=input_size, device=device, precision=precision,
                        motion=None if motion == "off" else motion, motion_noise=motion_noise, motion_flow=motion_flow,
                        method_options=_method_options(method_option, None) if method_option else None)
-    config.validate(extra_outputs=True)
     result = evaluate_sources(expand_sources(sources), config, roi=roi, sample=sample, steps=steps,
                               baseline=baseline, batch_size=batch_size)
     print_evaluation(result)
     if report is not None:
         result.write_json(report)
-    if csv is not None and result.frames_seen:
+    if csv is not None:
         result.write_csv(csv)
     if result.interrupted:
         _exit(130)
+    if result.errors:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -135,9 +135,10 @@ class RunConfig:
         return self
 
     @property
-    def motion_mode(self) -> str | None:
-        """The motion mask to compute: --motion, or auto for --hud-motion alone; None: none."""
-        return self.motion or ("auto" if self.hud_motion else None)
+    def motion_settings(self) -> tuple[str, float, float] | None:
+        """A MotionMask's mode, noise and min_flow: --motion (auto for --hud-motion alone); None: none."""
+        mode = self.motion or ("auto" if self.hud_motion else None)
+        return (mode, self.motion_noise, self.motion_flow) if mode else None
 
     @property
     def methods(self) -> list[str]:

@@ -205,6 +205,9 @@ def print_evaluation(report) -> None:
         table.add_row(row["method"], row["layer"], *cells)
     # A terminal wraps the table to fit; a pipe or CI log gets it whole, not squeezed to 80 columns.
     (stdout if stdout.is_terminal else Console(width=200)).print(table)
+    for source, error in report.errors:
+        stderr.print(f"[red]failed[/]: {source}: {error}")
+    for note in report.notes:
+        stdout.print(f"note: {note}")
     if report.interrupted:
-        planned = f" of {report.frames_planned}" if report.frames_planned else ""
-        stdout.print(f"[red]stopped[/]: interrupted after {report.frames_seen}{planned} frames; the figures cover those")
+        stdout.print(f"[red]stopped[/]: interrupted after {report.how_far()}; the figures cover those frames")

@@ -144,14 +144,16 @@ class FrameExplainer:
         targets_cpu, target_probs, top_indices, top_values, peaks_cpu = host
 
         geometry = MapGeometry(tuple(maps.shape[-2:]), frames[0].shape)
-        host_maps = maps[:, :slots].float().cpu().numpy() if self.boxes is not None else None
-        motions = self._motions(frames, maps[:, :slots]) if self.motion else [None] * len(frames)
+        # One copy to the host for what is measured there (boxes, motion).
+        host_maps = maps[:, :slots].float().cpu() if self.boxes is not None or self.motion else None
+        motions = self._motions(frames, host_maps) if self.motion else [None] * len(frames)
         explained = []
         for i, frame in enumerate(frames):
             spots = [geometry.point(*reversed(divmod(int(peak), geometry.map_size[1]))) for peak in peaks_cpu[i]]
             boxes = [None] * slots
-            if host_maps is not None:  # found at map resolution (cheap), placed on the frame
-                boxes = [[geometry.box(box) for box in boxes_from_map(heatmap, self.boxes)] for heatmap in host_maps[i]]
+            if self.boxes is not None:  # found at map resolution (cheap), placed on the frame
+                boxes = [[geometry.box(box) for box in boxes_from_map(heatmap, self.boxes)]
+                         for heatmap in host_maps[i].numpy()]
             methods = None
             if self.compares_methods:
                 methods = [MethodMap(e.method.name, spot, slot_boxes, 1000 * s / len(frames))
@@ -162,15 +164,16 @@ class FrameExplainer:
             ))
         return explained
 
-    def _motions(self, frames: list[Frame], maps: torch.Tensor) -> list[FrameMotion]:
-        """Each frame's moving pixels at the maps' resolution (the frame is shrunk first: cheaper, and the
-        mask then matches the maps), and each map's share on them."""
-        host = maps.float().cpu()
+    def _motions(self, frames: list[Frame], host: torch.Tensor) -> list[FrameMotion]:
+        """Each frame's moving pixels at the maps' resolution (so the mask matches the maps), and each
+        map's share on them. `host`: the maps (B,K,h,w) on the host."""
         height, width = host.shape[-2:]
         motions = []
         for frame, frame_maps in zip(frames, host):
-            mask_of = self._motion_masks.setdefault(frame.stream, MotionMask(*self.motion))
-            mask = mask_of(cv2.resize(frame.picture.gray(), (width, height), interpolation=cv2.INTER_AREA))
+            if frame.stream not in self._motion_masks:
+                self._motion_masks[frame.stream] = MotionMask(*self.motion)
+            mask_of = self._motion_masks[frame.stream]
+            mask = mask_of(frame_gray(frame.picture, (width, height)))
             motions.append(FrameMotion(mask, [motion_share(heatmap, mask) for heatmap in frame_maps],
                                        mask_of.camera_moving))
         return motions
@@ -200,3 +203,8 @@ def maps_on_frame(maps: torch.Tensor, preprocess, shape: tuple[int, int]) -> tor
     if (height, width) == tuple(maps.shape[-2:]):
         return maps
     return minmax(maps[..., top:top + height, left:left + width])
+
+
+def frame_gray(picture: Picture, size: tuple[int, int]) -> np.ndarray:
+    """The picture's brightness at (width, height): the maps' resolution, where motion is measured."""
+    return cv2.resize(picture.gray(), size, interpolation=cv2.INTER_AREA)

@@ -103,8 +103,7 @@ def complexity(maps: torch.Tensor) -> torch.Tensor:
 
 def baseline_of(x: torch.Tensor, baseline: str) -> torch.Tensor:
     """What deleted pixels become: zeros of the normalised input, or RISE's blur (11x11, sigma 5)."""
-    if baseline not in BASELINES:
-        raise StreamcamError(f"unknown baseline {baseline!r}; choose {' or '.join(BASELINES)}")
+    check_settings(1, baseline, 1)
     if baseline == "zeros":
         return torch.zeros_like(x)
     coordinates = torch.arange(11, device=x.device, dtype=torch.float32) - 5
@@ -117,13 +116,20 @@ def baseline_of(x: torch.Tensor, baseline: str) -> torch.Tensor:
                     groups=channels)
 
 
+def check_settings(steps: int, baseline: str, copies_per_pass: int) -> None:
+    """One clear line for a setting out of range, before any work."""
+    for name, value in (("steps", steps), ("copies_per_pass", copies_per_pass)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise StreamcamError(f"{name} must be a positive whole number, got {value!r}")
+    if baseline not in BASELINES:
+        raise StreamcamError(f"unknown baseline {baseline!r}; choose {' or '.join(BASELINES)}")
+
+
 def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,
                        scores: torch.Tensor, *, steps: int = 20, baseline: str = "zeros", precision: str = "fp32",
                        copies_per_pass: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(deletion AUC, insertion AUC), each (N,). `scores` are s(x), the curves' known ends."""
-    for name, value in (("steps", steps), ("copies_per_pass", copies_per_pass)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise StreamcamError(f"{name} must be a positive whole number, got {value!r}")
+    check_settings(steps, baseline, copies_per_pass)
     batch, positions = x.shape[0], maps[0].numel()
     order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
     ranks = torch.argsort(order, dim=1)  # (N, H*W): 0 for the hottest pixel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -145,3 +146,8 @@ if __name__ == "__main__":
 
     if sys.argv[1] == "serve":
         serve_stream(int(sys.argv[2]), float(sys.argv[3]))
+
+
+def streamcam_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The installed `streamcam` command, as a user runs it."""
+    return subprocess.run(["streamcam", *args], capture_output=True, text=True, timeout=timeout)

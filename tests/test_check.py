@@ -14,15 +14,11 @@ import pytest
 import torch
 
 import streamcam
-from media import decoded_frames, probe
+from media import decoded_frames, probe, streamcam_cli
 from streamcam import Explainer, load_model
 from streamcam.demo.run import write_clip
 from streamcam.demo.scenes import CLASSES
 from streamcam.metrics import boxes_from_map, mask_iou, region_mask
-
-
-def streamcam_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["streamcam", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +102,8 @@ def test_usage_errors_exit_2(scene_clip):
     result = streamcam_cli("check", str(clip), "--roi", "left half", "--model", "demo")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --roi 'left half': give x0,y0,x1,y1 (pixels, or fractions of the frame), a mask image, or an "
-        "annotations file (.json, .csv)"
+        "error: --roi 'left half': give x0,y0,x1,y1 (pixels, or fractions of the frame), a mask image, an "
+        "annotations file (.json, .csv), or motion"
     ]
 
 

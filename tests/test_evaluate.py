@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 
 import numpy as np
 import pytest
 
 import streamcam
+from media import streamcam_cli
 from streamcam.config import RunConfig
 from streamcam.demo.run import write_clip
 from streamcam.demo.scenes import CLASSES
 from streamcam.evaluation import REPORT_KEYS, evaluate_sources, sampled_indices
-
-
-def streamcam_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["streamcam", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +79,7 @@ def test_sampling_spreads_frames_over_the_clip():
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "nosuch"], "unknown method"),
-    (["--sample", "0"], "--sample must be at least 1"),
+    (["--sample", "0"], "sample must be at least 1"),
     (["--motion", "sideways"], "unknown motion mode"),
     (["--baseline", "grey"], "unknown baseline"),
 ])
@@ -98,3 +94,28 @@ def test_usage_errors_are_one_line_and_exit_2(drive, args, message):
 def test_a_missing_clip_is_one_line(tmp_path):
     done = streamcam_cli("evaluate", str(tmp_path / "nope.mp4"), "--model", "demo")
     assert done.returncode == 2 and "no such file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_images_of_several_sizes_and_a_damaged_clip(drive, tmp_path):
+    """A folder of images of two sizes is evaluated whole (one size per batch, no motion: the images are
+    not a clip), and a damaged clip is one line while the others are measured; the exit code is 1."""
+    import cv2
+
+    from streamcam.demo.scenes import demo_clip
+
+    clip, _ = drive
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, (image, _, _) in enumerate(demo_clip(320, 180, 30, 0.2, seed=2)):
+        cv2.imwrite(str(folder / f"{index:02d}.png"), image if index % 2 else cv2.resize(image, (256, 192)))
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(clip.read_bytes()[:2000])
+    report = tmp_path / "report.json"
+    done = streamcam_cli("evaluate", str(folder), str(damaged), str(clip), "--model", "demo", "--sample", "3",
+                         "--steps", "2", "--report", str(report))
+    assert done.returncode == 1, done.stderr
+    assert "damaged.mp4" in done.stderr and "Traceback" not in done.stderr
+    document = json.loads(report.read_text())
+    assert document["frames"] == 3 + 3 and document["clips_done"] == 3 and document["complete"] is False
+    assert [error["source"] for error in document["errors"]] == [str(damaged)]
+    assert document["methods"]["gradcam"]["motion_share"] is not None  # from the clip's frames only

@@ -147,3 +147,28 @@ def test_blur_baseline_and_bad_arguments(model_and_batch):
         streamcam.evaluate(model, x, method="gradcam", layer="4", baseline="grey")
     with pytest.raises(StreamcamError, match="one class per image"):
         streamcam.evaluate(model, x, method="gradcam", layer="4", targets=[[0, 1]] * 4)
+
+
+def test_a_model_in_train_mode_is_measured_in_eval_mode_and_left_as_it_was(model_and_batch):
+    """torchvision hands models out in train mode: BatchNorm must use its running statistics for every
+    masked copy, and the model's statistics and flags must not change."""
+    _, x = model_and_batch
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    model[1].running_var.uniform_(0.5, 2.0)
+    expected = streamcam.evaluate(model.eval(), x, method="gradcam", layer="2", precision="fp32", steps=4)
+    statistics = model[1].running_mean.clone()
+    result = streamcam.evaluate(model.train(), x, method="gradcam", layer="2", precision="fp32", steps=4)
+    assert result.as_dict() == pytest.approx(expected.as_dict(), abs=1e-6)
+    assert model.training and model[1].training
+    assert torch.equal(model[1].running_mean, statistics) and int(model[1].num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("settings, message", [({"copies_per_pass": 0}, "copies_per_pass"), ({"steps": 0}, "steps"),
+                                               ({"steps": 2.5}, "steps")])
+def test_bad_settings_are_refused_before_any_work(model_and_batch, settings, message):
+    model, x = model_and_batch
+    with pytest.raises(StreamcamError, match=message):
+        streamcam.evaluate(model, x, method="gradcam", layer="4", **settings)

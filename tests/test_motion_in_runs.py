@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import cv2
 import numpy as np
 import pytest
 
+from media import streamcam_cli
 from streamcam.demo.run import write_clip
 from streamcam.render import OpenCVRenderer
-
-
-def streamcam_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["streamcam", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
