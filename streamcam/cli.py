@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -184,6 +185,13 @@ def evaluate(
                        target=class_name, input_size=input_size, device=device, precision=precision,
                        motion=None if motion == "off" else motion, motion_noise=motion_noise, motion_flow=motion_flow,
                        method_options=_method_options(method_option, None) if method_option else None)
+    terminated = []
+
+    def stop_on_sigterm(signum, frame):  # a CI runner's SIGTERM stops it as Ctrl-C does: with the figures so far
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     result = evaluate_sources(expand_sources(sources), config, roi=roi, sample=sample, steps=steps,
                               baseline=baseline, batch_size=batch_size)
     print_evaluation(result)
@@ -192,7 +200,7 @@ def evaluate(
     if csv is not None:
         result.write_csv(csv)
     if result.interrupted:
-        _exit(130)
+        _exit(143 if terminated else 130)
     if result.errors:
         raise typer.Exit(1)
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -119,3 +123,20 @@ def test_images_of_several_sizes_and_a_damaged_clip(drive, tmp_path):
     assert document["frames"] == 3 + 3 and document["clips_done"] == 3 and document["complete"] is False
     assert [error["source"] for error in document["errors"]] == [str(damaged)]
     assert document["methods"]["gradcam"]["motion_share"] is not None  # from the clip's frames only
+
+
+@pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_evaluation_prints_its_figures_and_how_far_it_got(tmp_path, stop, code):
+    report = tmp_path / "report.json"
+    process = subprocess.Popen(["streamcam", "evaluate", "lavfi:testsrc2=size=320x180:rate=30", "--model", "demo",
+                                "--steps", "2", "--batch-size", "2", "--report", str(report)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)  # the model loads, and frames of the endless source are evaluated
+    process.send_signal(stop)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == code, err
+    assert "Traceback" not in err
+    frames = int(re.search(r"interrupted after (\d+) frames, 0 of 1 clips", out).group(1))
+    document = json.loads(report.read_text())
+    assert document["complete"] is False and document["frames"] == frames > 0
+    assert document["methods"]["gradcam"]["frames"] >= frames - 2
