@@ -193,7 +193,9 @@ def evaluate(
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     result = evaluate_sources(expand_sources(sources), config, roi=roi, sample=sample, steps=steps,
-                              baseline=baseline, batch_size=batch_size)
+                              baseline=baseline, batch_size=batch_size,
+                              on_clip=lambda source, number, count: typer.echo(
+                                  f"evaluating {source} ({number} of {count})", err=True))
     print_evaluation(result)
     if report is not None:
         result.write_json(report)

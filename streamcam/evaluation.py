@@ -17,7 +17,7 @@ import csv
 import dataclasses
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,10 +220,11 @@ def _wait(device: torch.device) -> None:
 
 
 def evaluate_sources(sources: Iterable[str], config: RunConfig, *, roi: str | None = None, sample: int | None = None,
-                     steps: int = 20, baseline: str = "zeros", batch_size: int = 8) -> EvaluationReport:
+                     steps: int = 20, baseline: str = "zeros", batch_size: int = 8,
+                     on_clip: Callable[[str, int, int], None] | None = None) -> EvaluationReport:
     """Every method of `config` over the frames of each source (motion share with config.motion). A clip
     that cannot be read is recorded (`errors`) and the others go on; Ctrl-C ends it early. The report
-    says how far it got."""
+    says how far it got. `on_clip(source, number, count)` is told as each clip starts."""
     from .api import Engines
 
     sources = list(sources)
@@ -250,7 +251,9 @@ def evaluate_sources(sources: Iterable[str], config: RunConfig, *, roi: str | No
                 "baseline": baseline, "roi": roi, "class": config.target}
     report = EvaluationReport(sources, evaluator.scores, settings)
     try:
-        for spec in sources:
+        for number, spec in enumerate(sources, 1):
+            if on_clip is not None:
+                on_clip(spec, number, len(sources))
             try:
                 _evaluate_clip(spec, evaluator, sample, batch_size, report)
             except StreamcamError as error:  # a damaged or unreadable clip: say so, go on with the others

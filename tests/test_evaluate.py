@@ -131,7 +131,8 @@ def test_a_stopped_evaluation_prints_its_figures_and_how_far_it_got(tmp_path, st
     process = subprocess.Popen(["streamcam", "evaluate", "lavfi:testsrc2=size=320x180:rate=30", "--model", "demo",
                                 "--steps", "2", "--batch-size", "2", "--report", str(report)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)  # the model loads, and frames of the endless source are evaluated
+    assert process.stderr.readline().startswith("evaluating lavfi:")  # the model is loaded: frames flow
+    time.sleep(3)
     process.send_signal(stop)
     out, err = process.communicate(timeout=120)
     assert process.returncode == code, err
