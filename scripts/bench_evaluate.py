@@ -17,6 +17,7 @@ import torch
 import benchlib  # scripts/ is on sys.path as this script's directory
 from streamcam import Explainer, load_model
 from streamcam.evaluation import faithfulness_of
+from streamcam.faithfulness import COPIES_PER_PASS
 from streamcam.plan import resolve_precision
 
 
@@ -50,7 +51,7 @@ def main() -> None:
 
     copies = 2 * (args.steps - 1) + 1
     body = (f"Batch {args.batch}, random input of a 16:9 frame at each model's input size, precision {precision}, "
-            f"{args.steps} deletion/insertion steps ({copies} masked copies per frame, scored in passes of 64). "
+            f"{args.steps} deletion/insertion steps ({copies} masked copies per frame, scored in passes of {COPIES_PER_PASS}). "
             "\"evaluate\" includes the explanation itself; ms are per frame, the median over ≥5 round-robin rounds "
             f"and ≥{args.seconds:g} s.\n\n"
             + benchlib.markdown_table(["model", "input", "method", "explain ms/frame", "evaluate ms/frame",

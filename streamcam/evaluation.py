@@ -31,7 +31,16 @@ from .cam.session import eval_mode
 from .config import RunConfig
 from .errors import StreamcamError
 from .explain import frame_gray, maps_on_frame
-from .faithfulness import METRICS, Faithfulness, check_settings, class_scores, coherency, complexity, deletion_insertion
+from .faithfulness import (
+    COPIES_PER_PASS,
+    METRICS,
+    Faithfulness,
+    check_settings,
+    class_scores,
+    coherency,
+    complexity,
+    deletion_insertion,
+)
 from .faithfulness import average_drop as drop_of
 from .faithfulness import increase_in_confidence as increase_of
 from .geometry import MapGeometry
@@ -49,14 +58,14 @@ REPORT_KEYS = ("average_drop", "increase_in_confidence", "coherency", "complexit
 
 def evaluate(model: nn.Module | LoadedModel, x: torch.Tensor, method: str = "gradcam", layer: str | None = None,
              targets=None, precision: str = "auto", *, steps: int = 20, baseline: str = "zeros",
-             copies_per_pass: int = 64, **options: object) -> Faithfulness:
+             copies_per_pass: int = COPIES_PER_PASS, **options: object) -> Faithfulness:
     """Faithfulness of `Explainer(model, method, layer, precision, **options)(x, targets)`'s maps."""
     explainer = Explainer(model, method, layer, precision, **options)
     return faithfulness_of(explainer, x, targets, steps=steps, baseline=baseline, copies_per_pass=copies_per_pass)
 
 
 def faithfulness_of(explainer: Explainer, x: torch.Tensor, targets=None, *, explanation: Explanation | None = None,
-                    steps: int = 20, baseline: str = "zeros", copies_per_pass: int = 64) -> Faithfulness:
+                    steps: int = 20, baseline: str = "zeros", copies_per_pass: int = COPIES_PER_PASS) -> Faithfulness:
     """The metrics of the maps `explainer` gives for x (or gave: `explanation`), for the classes it explained.
     The model is in eval mode throughout (BatchNorm on its running statistics) and left as it was."""
     check_settings(steps, baseline, copies_per_pass)
@@ -158,7 +167,7 @@ class ClipEvaluator:
 
     def __init__(self, loaded: LoadedModel, explainers: list[Explainer], *, target=None, roi: RegionSpec | None = None,
                  motion: tuple[str, float, float] | None = None, steps: int = 20, baseline: str = "zeros",
-                 copies_per_pass: int = 64):
+                 copies_per_pass: int = COPIES_PER_PASS):
         self.loaded, self.explainers, self.target, self.roi = loaded, explainers, target, roi
         self.motion = motion  # a MotionMask's mode, noise and min_flow
         self.steps, self.baseline, self.copies_per_pass = steps, baseline, copies_per_pass

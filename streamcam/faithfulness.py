@@ -11,8 +11,8 @@ probability of c:
   changed. The baseline is zeros of the normalised input (the dataset's mean colour) or a blur of the
   image, as in RISE; ranks, steps and the trapezoid follow torchcam's DeletionInsertionMetric.
 
-Everything is batched on the model's device: the masked copies of a batch go through the model
-together, `copies_per_pass` at a time.
+Everything is batched on the model's device: the masked copies of a whole batch go through the model
+together, `copies_per_pass` at a time (not a loop per image).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ BASELINES = ("zeros", "blur")
 METRICS = ("average_drop", "increase_in_confidence", "coherency", "complexity", "adcc", "deletion_auc",
            "insertion_auc")
 _EPSILON = 1e-7  # torchcam's, so a score of 0 cannot divide by zero
+# Masked copies per forward pass. On this project's 2-core CPU, 16 took 440 ms per frame (ResNet-18,
+# 400x224, 20 steps), 64 took 568 and 8 took 486; a GPU may want more.
+COPIES_PER_PASS = 16
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def adcc(average_drop: float, coherency: float, complexity: float) -> float:
 
 
 def class_scores(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, precision: str,
-                 copies_per_pass: int = 64) -> torch.Tensor:
+                 copies_per_pass: int = COPIES_PER_PASS) -> torch.Tensor:
     """(N,) softmax probability of each image's class, at the given precision, softmax in fp32."""
     scores = []
     with torch.inference_mode(), autocast(x.device, precision):
@@ -127,7 +130,7 @@ def check_settings(steps: int, baseline: str, copies_per_pass: int) -> None:
 
 def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,
                        scores: torch.Tensor, *, steps: int = 20, baseline: str = "zeros", precision: str = "fp32",
-                       copies_per_pass: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                       copies_per_pass: int = COPIES_PER_PASS) -> tuple[torch.Tensor, torch.Tensor]:
     """(deletion AUC, insertion AUC), each (N,). `scores` are s(x), the curves' known ends."""
     check_settings(steps, baseline, copies_per_pass)
     batch, positions = x.shape[0], maps[0].numel()
