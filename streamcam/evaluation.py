@@ -52,8 +52,7 @@ from .plan import resolve_device
 from .roi import RegionSpec, load_roi
 from .sources import Frame, ImageSource, open_source
 
-REPORT_KEYS = ("average_drop", "increase_in_confidence", "coherency", "complexity", "adcc", "deletion_auc",
-               "insertion_auc", "motion_share", "pointing", "share", "ms_per_frame")
+REPORT_KEYS = (*METRICS, "motion_share", "pointing", "share", "ms_per_frame")  # per method, in the report
 
 
 def evaluate(model: nn.Module | LoadedModel, x: torch.Tensor, method: str = "gradcam", layer: str | None = None,
