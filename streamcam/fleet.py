@@ -52,7 +52,21 @@ def connected(address: str | None) -> Iterator[None]:
     try:
         yield
     finally:
+        if not address:
+            _stop_autoscaler_monitor()
         ray.shutdown()
+
+
+def _stop_autoscaler_monitor() -> None:
+    """Stop the local Ray's autoscaler monitor while its GCS still runs. ray.shutdown stops the GCS first;
+    the monitor's SIGTERM handler then tries to report to it and is killed after a 1 s grace period,
+    which was a third of Ray's whole overhead in a batch (docs/benchmarks.md). A local, one-node Ray
+    has nothing to autoscale. Ray's node object is private API, so a Ray without it is left alone."""
+    node = getattr(getattr(ray_module(), "_private", None), "worker", None)
+    node = getattr(node, "_global_node", None)
+    if node is not None and hasattr(node, "kill_monitor"):
+        with contextlib.suppress(Exception):
+            node.kill_monitor(check_alive=False)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -167,3 +168,32 @@ def test_two_nodes_share_the_clips_and_the_report_says_which_ran_each(archive, t
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["nodes"]) == 2 and report["workers"] == 2
     assert len({clip["node"] for clip in report["clips"] if clip["state"] == "done"}) == 2
+
+
+LOCAL_RAY_STOP = """
+import ray
+from streamcam.fleet import connected
+
+shutdown = ray.shutdown
+running = {}
+
+def watched_shutdown(*args, **kwargs):  # which of them still runs when Ray's own shutdown begins
+    running.update({kind: process.poll() is None for kind, process in processes.items()})
+    shutdown(*args, **kwargs)
+
+ray.shutdown = watched_shutdown
+with connected(None):
+    node = ray._private.worker._global_node
+    processes = {kind: node.all_processes[kind][0].process for kind in ("monitor", "gcs_server")}
+print(running["monitor"], running["gcs_server"])
+"""
+
+
+def test_a_local_ray_stops_its_autoscaler_monitor_while_the_gcs_still_runs(tmp_path):
+    # ray.shutdown stops the GCS first, and the monitor then spends its 1 s grace period failing to
+    # report to it: a third of Ray's overhead in a batch. In a process of its own: the module's Ray
+    # must not be running.
+    result = subprocess.run([sys.executable, "-c", LOCAL_RAY_STOP], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "True"]  # the monitor already stopped, the GCS still up
