@@ -95,15 +95,17 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
     keeps models from run to run."""
     config.validate(extra_outputs=extra_sinks is not None)
     window_problem = display_problem() if config.show else None
-    if window_problem and config.output is None and config.log is None:
-        raise StreamcamError(f"cannot show a window: {window_problem}; give -o/--output or --log to run without one")
+    if window_problem and config.output is None and config.log is None and config.serve is None:
+        raise StreamcamError(f"cannot show a window: {window_problem}; give -o/--output, --log or --serve to run "
+                             "without one")
 
     device = resolve_device(config.device)
     decoding = plan_decoding(config, device)
     with contextlib.ExitStack() as resources:
         source = _open(config, decoding, resources)
         plan = RunPlan.build(config, device, decoding, source.info)
-        loaded, explainers = (engines or Engines()).get(config, device, plan.batch_size)
+        engines = engines or Engines()
+        loaded, explainers = engines.get(config, device, plan.batch_size)
         frames = FrameExplainer(loaded, explainers, target=config.target, top_k=config.top_k,
                                 grid=config.view == "grid", smooth=config.smooth,
                                 boxes=config.box_threshold_value() if config.boxes else None,
@@ -123,6 +125,10 @@ def run(config: RunConfig, *, on_tick: Callable[[Pipeline], None] | None = None,
                 resources.callback(window.close)
 
         pipeline = Pipeline(plan, source, frames, renderer, outputs, window)
+        if config.serve is not None:
+            from .serve import open_live_view
+
+            open_live_view(config, pipeline, engines, device, plan.batch_size, resources)
         result = RunResult(pipeline.stats, source.info.description, streams=source.streams_report())
         counts = [video.frame_count for video in source.videos]
         expected = sum(counts) if None not in counts else None

@@ -30,7 +30,8 @@ from .manifest import ClipRecord, Manifest, clear_partials, fingerprint, write_a
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".ts", ".m2ts", ".mts", ".webm", ".flv", ".mpg", ".mpeg",
                   ".wmv", ".3gp", ".h264", ".264", ".hevc", ".h265", ".265"}
-RUN_ONLY = ("source", "output", "show", "log", "contact_sheet", "camera_size", "camera_fps", "reconnect_timeout")
+RUN_ONLY = ("source", "output", "show", "log", "contact_sheet", "camera_size", "camera_fps", "reconnect_timeout",
+            "serve", "serve_token", "serve_max_clients")
 
 
 @dataclass

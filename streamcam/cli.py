@@ -29,6 +29,9 @@ from .cli_options import (
     MotionFlow,
     MotionNoise,
     Precision,
+    Serve,
+    ServeMaxClients,
+    ServeToken,
     Smooth,
     Weights,
     clip_options,
@@ -81,6 +84,7 @@ def demo(
     method: Method = DEFAULT.method,
     smooth: Smooth = 0.3,
     device: Device = DEFAULT.device,
+    serve: Serve = None, serve_token: ServeToken = None, serve_max_clients: ServeMaxClients = DEFAULT.serve_max_clients,
     debug: Debug = False,
 ) -> None:
     """Offline demo: generate a driving clip, explain it with the bundled model, score the heatmaps."""
@@ -92,7 +96,8 @@ def demo(
     check_output(output, "")
     with RunProgress() as progress:
         result = run_demo(output, seconds=seconds, show=show, device=device, method=method, smooth=smooth,
-                          on_tick=progress)
+                          on_tick=progress, serve={"serve": serve, "serve_token": serve_token,
+                                                   "serve_max_clients": serve_max_clients})
     print_summary(result.run)
     fps = result.run.stats.average_fps()
     typer.echo(

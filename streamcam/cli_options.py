@@ -53,6 +53,9 @@ CameraSize = Annotated[str | None, typer.Option("--camera-size", help="Camera re
 CameraFps = Annotated[float | None, typer.Option("--camera-fps", help="Camera frame rate. \\[default: the camera's]")]
 ReconnectTimeout = Annotated[float, typer.Option("--reconnect-timeout", help="Seconds a dropped stream or camera may stay away (reconnecting, shown as stalled) before the run ends; 0 ends it at once.")]
 Debug = Annotated[bool, typer.Option(help="Show full tracebacks.")]
+Serve = Annotated[str | None, typer.Option(help="Serve the live view to browsers at [HOST:]PORT (e.g. 8000, or 0.0.0.0:8000 for other machines, with a token): the stream, the label, FPS, latency and live controls. \\[default: off; host 127.0.0.1]")]
+ServeToken = Annotated[str | None, typer.Option("--serve-token", help="The token every request to the live view needs. \\[default: none on loopback; else one is made up and printed with the URL]")]
+ServeMaxClients = Annotated[int, typer.Option("--serve-max-clients", help="Viewers the live view takes at once.")]
 
 
 def clip_options(
@@ -77,6 +80,7 @@ def source_options(
     output: Output = None,
     camera_size: CameraSize = None, camera_fps: CameraFps = None, reconnect_timeout: ReconnectTimeout = DEFAULT.reconnect_timeout,
     log: Log = None, contact_sheet: ContactSheet = None,
+    serve: Serve = None, serve_token: ServeToken = None, serve_max_clients: ServeMaxClients = DEFAULT.serve_max_clients,
 ) -> None:
     """The options of one source's run: `run` and `webcam` share them too."""
 

@@ -73,6 +73,10 @@ class RunConfig:
     max_frames: int | None = None
     log: Path | None = None
     contact_sheet: Path | None = None  # a PNG grid of frames sampled across the run
+    # the live view in a browser (serve.py)
+    serve: str | None = None  # [HOST:]PORT; loopback unless a host is given
+    serve_token: str | None = None  # needed on every request; off loopback one is made up when not given
+    serve_max_clients: int = 8  # viewers of the stream (and, apart, of the events) at once
 
     def validate(self, extra_outputs: bool = False) -> RunConfig:
         """Raise a StreamcamError naming the first option that is out of range, that does not go with
@@ -98,6 +102,7 @@ class RunConfig:
             (self.motion_noise > 0, f"--motion-noise must be positive, got {self.motion_noise}"),
             (self.motion_flow > 0, f"--motion-flow must be positive, got {self.motion_flow}"),
             (self.reconnect_timeout >= 0, f"--reconnect-timeout must be 0 or more, got {self.reconnect_timeout}"),
+            (self.serve_max_clients >= 1, f"--serve-max-clients must be at least 1, got {self.serve_max_clients}"),
             (not (self.view == "grid" and self.target is not None),
              "--target picks one class; the grid view shows the top-k classes (--top-k)"),
         ]
@@ -126,9 +131,13 @@ class RunConfig:
             parse_size(self.camera_size)
         self.box_threshold_value()
         self.video_stream_value()
+        if self.serve is not None:
+            from .serve import parse_address
+
+            parse_address(self.serve)
         outputs = [self.output, self.log, self.contact_sheet]
-        if not self.show and outputs == [None] * 3 and not extra_outputs:
-            raise StreamcamError("nothing to do: give -o/--output, --log, --contact-sheet or --show")
+        if not self.show and self.serve is None and outputs == [None] * 3 and not extra_outputs:
+            raise StreamcamError("nothing to do: give -o/--output, --log, --contact-sheet, --show or --serve")
         for output, is_log in zip(outputs, (False, True, False)):
             if output is not None:
                 check_output(output, self.source, log=is_log)

@@ -59,6 +59,7 @@ class ExplainedFrame:
     boxes: list[Box] | None = None  # hot regions of the first map, hottest first, in frame pixels (--boxes)
     methods: list[MethodMap] | None = None  # with several methods: one per map, in order
     motion: FrameMotion | None = None  # with --motion
+    settings: dict[str, object] | None = None  # the live settings it was made with (controls.py), when served
 
 
 class FrameExplainer:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .controls import LOOK_SETTINGS, LiveControls
 from .errors import RunFailed
 from .explain import FrameExplainer
 from .plan import RunPlan
@@ -119,6 +120,7 @@ class Pipeline:
         self.explained = Handoff(max(plan.batch_size, plan.queue_size), live, stale)
         self.rendered = Handoff(plan.queue_size, live, stale)
         self.display = Handoff(1, newest_wins=True) if window else None
+        self.controls: LiveControls | None = None  # live controls (the live view's page), when served
         self.stop_reason: str | None = None
         self._limit_reached = False
 
@@ -243,9 +245,16 @@ class Pipeline:
                     self.stats.drop("limit", len(batch) - (limit - self.stats.explained))
                     batch = batch[: limit - self.stats.explained]
                 while self.control.paused.is_set() and not self.control.stopping.is_set():
+                    if self.controls:  # a change while paused is answered, and shows when the run resumes
+                        self.controls.apply_pending(batch[0].index)
                     time.sleep(_POLL)
+                if self.controls:
+                    self.controls.apply_pending(batch[0].index)
                 started = time.perf_counter()
                 results = self.explainer(batch)
+                if self.controls:
+                    for result in results:  # each frame says what it was made with: any of them may be dropped
+                        result.settings = self.controls.in_force
                 self.stats.timed("explain", time.perf_counter() - started, len(batch))
                 self.stats.explained += len(batch)
                 for result in results:
@@ -259,9 +268,13 @@ class Pipeline:
             self.explained.close()
 
     def _render(self) -> None:
+        look = self.controls.in_force if self.controls else None
         try:
             while (taken := self.explained.take(1, self.control.aborting)) is not None:
                 started = time.perf_counter()
+                if taken[0].settings is not look:  # a live change: this frame is the first with it
+                    look = taken[0].settings
+                    self.renderer.restyle(**{name: look[name] for name in LOOK_SETTINGS})
                 rendered = self.renderer.render(taken[0], self.stats.output_fps.fps())
                 self.stats.timed("render", time.perf_counter() - started)
                 if self.display is not None and rendered.frame.stream == 0:  # the window shows the first camera

@@ -90,15 +90,25 @@ class Renderer(ABC):
         self.tiles = tiles or top_k  # maps in a grid: the top-k classes, or the methods
         self.hud_motion = hud_motion  # the label also says how much of the map lies on what moves
 
-    def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of the pictures this renderer makes of frames of that size."""
-        if self.view == "side":
+    def output_size(self, width: int, height: int, view: str | None = None) -> tuple[int, int]:
+        """(width, height) of the pictures this renderer makes of frames of that size (in `view`, or its own)."""
+        view = view or self.view
+        if view == "side":
             return 2 * width, height
-        if self.view in ("grid", "methods"):
+        if view in ("grid", "methods"):
             count = self.tiles
             columns, tile_width, tile_height = grid_layout(count, width, height)
             return columns * tile_width, math.ceil(count / columns) * tile_height
         return width, height
+
+    def restyle(self, alpha: float | None = None, colormap: str | None = None, view: str | None = None) -> None:
+        """A new look, from the next frame on (live controls)."""
+        if alpha is not None:
+            self.alpha = alpha
+        if colormap is not None:
+            self.lut = colormap_lut(colormap)
+        if view is not None:
+            self.view = view
 
     def render(self, explained: ExplainedFrame, fps: float | None = None) -> RenderedFrame:
         height, width = explained.frame.shape
@@ -209,6 +219,12 @@ class TorchRenderer(Renderer):
         self.stream = stream
         self.odd_sizes = OpenCVRenderer(class_name, **options)
         self._luts: dict[str, torch.Tensor] = {}
+
+    def restyle(self, alpha: float | None = None, colormap: str | None = None, view: str | None = None) -> None:
+        super().restyle(alpha, colormap, view)
+        self.odd_sizes.restyle(alpha, colormap, view)
+        if colormap is not None:
+            self._luts = {}  # the colormap's colours in YUV, per matrix, made again when next needed
 
     def render(self, explained: ExplainedFrame, fps: float | None = None) -> RenderedFrame:
         if any(size % 2 for size in explained.frame.shape):

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .controls import settings_changes
 from .errors import RunFailed, StreamcamError
 from .formats import IMAGE_SUFFIXES, VIDEO_CODECS
 from .render import RenderedFrame
@@ -187,6 +188,43 @@ def _boxes(boxes) -> list[list[float]]:
     return [[round(v, 1) for v in box] for box in boxes]
 
 
+def log_row(rendered: RenderedFrame, class_name, cameras: int = 1, changed: dict | None = None) -> dict[str, object]:
+    """A rendered frame's row of the --log: what was explained, where the map peaks, how late it is, and
+    the live changes first written with it. The live view's events are these rows too."""
+    explained = rendered.explained
+    frame = explained.frame
+
+    def named(index: int, probability: float) -> dict[str, object]:
+        return {"class": index, "label": class_name(index), "probability": round(probability, 6)}
+
+    row = {
+        "frame": frame.index,
+        "time": round(frame.time, 6),
+        "top": [named(c, p) for c, p in explained.top],
+        "explained": named(explained.classes[0], explained.probabilities[0]),
+        "peak": {"x": explained.peak[0], "y": explained.peak[1]},
+        "latency_ms": round(1000 * (time.monotonic() - frame.captured), 2),
+    }
+    if cameras > 1:
+        row["stream"] = frame.stream
+    if explained.boxes is not None:
+        row["boxes"] = _boxes(explained.boxes)
+    motion = explained.motion
+    if motion is not None:
+        row["motion_share"] = round(motion.shares[0], 4)
+        row["camera_moving"] = motion.camera_moving
+    if explained.methods:
+        row["methods"] = [{"method": m.method, "peak": {"x": m.peak[0], "y": m.peak[1]}, "ms": round(m.ms, 2),
+                           **({"boxes": _boxes(m.boxes)} if m.boxes is not None else {}),
+                           **({"motion_share": round(motion.shares[slot], 4)} if motion is not None else {})}
+                          for slot, m in enumerate(explained.methods)]
+    if changed:
+        row["changed"] = changed
+    if frame.name:
+        row["file"] = frame.name
+    return row
+
+
 class JsonlLog(Sink):
     """One JSON object per frame, flushed as it is written, so a stopped run keeps every row. With
     several cameras, each row says which (`stream`)."""
@@ -196,37 +234,17 @@ class JsonlLog(Sink):
         self.class_name = class_name
         self.cameras = cameras
         self.rows = 0
+        self._settings: dict | None = None  # the live settings of the last row
         try:
             self.file = path.open("w", encoding="utf-8")
         except OSError as error:
             raise StreamcamError(f"cannot write log {path}: {error.strerror or error}") from None
 
     def write(self, rendered: RenderedFrame) -> None:
-        explained = rendered.explained
-        frame = explained.frame
-        row = {
-            "frame": frame.index,
-            "time": round(frame.time, 6),
-            "top": [self._class(c, p) for c, p in explained.top],
-            "explained": self._class(explained.classes[0], explained.probabilities[0]),
-            "peak": {"x": explained.peak[0], "y": explained.peak[1]},
-            "latency_ms": round(1000 * (time.monotonic() - frame.captured), 2),
-        }
-        if self.cameras > 1:
-            row["stream"] = frame.stream
-        if explained.boxes is not None:
-            row["boxes"] = _boxes(explained.boxes)
-        motion = explained.motion
-        if motion is not None:
-            row["motion_share"] = round(motion.shares[0], 4)
-            row["camera_moving"] = motion.camera_moving
-        if explained.methods:
-            row["methods"] = [{"method": m.method, "peak": {"x": m.peak[0], "y": m.peak[1]}, "ms": round(m.ms, 2),
-                               **({"boxes": _boxes(m.boxes)} if m.boxes is not None else {}),
-                               **({"motion_share": round(motion.shares[slot], 4)} if motion is not None else {})}
-                              for slot, m in enumerate(explained.methods)]
-        if frame.name:
-            row["file"] = frame.name
+        settings = rendered.explained.settings
+        row = log_row(rendered, self.class_name, self.cameras, settings_changes(self._settings, settings))
+        self._settings = settings
+        frame = rendered.frame
         try:
             self.file.write(json.dumps(row) + "\n")
             self.file.flush()
@@ -238,9 +256,6 @@ class JsonlLog(Sink):
 
     def written(self) -> list[Path]:
         return [self.path]  # created when the run starts: an empty log says that no frame was processed
-
-    def _class(self, index: int, probability: float) -> dict[str, object]:
-        return {"class": index, "label": self.class_name(index), "probability": round(probability, 6)}
 
     def close(self) -> None:
         try:

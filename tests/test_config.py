@@ -50,6 +50,9 @@ NATURAL = {
     "max_frames": ("100", 100),
     "log": ("frames.jsonl", Path("frames.jsonl")),
     "contact_sheet": ("sheet.png", Path("sheet.png")),
+    "serve": ("8000", "8000"),  # a port alone is a YAML number; it is taken as the text it was typed as
+    "serve_token": ("s3cret", "s3cret"),
+    "serve_max_clients": ("4", 4),
 }
 # The same options in their other natural forms.
 ALTERNATIVES = {"box_threshold": ("otsu", "otsu"), "video_stream": ("all", "all"), "camera_fps": ("25.0", 25.0),

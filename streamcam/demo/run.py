@@ -55,8 +55,9 @@ def write_clip(path: Path, seconds: float, seed: int) -> list[tuple[int, tuple[i
 
 def run_demo(output: Path = Path("demo.mp4"), *, seconds: float = 8.0, show: bool | None = None,
              device: str = "auto", method: str = "gradcam", smooth: float = 0.3, seed: int = 7,
-             on_tick=None) -> DemoResult:
-    """Generate, explain and score. `show=None` opens a window when there is a display."""
+             on_tick=None, serve: dict[str, object] | None = None) -> DemoResult:
+    """Generate, explain and score. `show=None` opens a window when there is a display; `serve` (the
+    RunConfig's serve, serve_token and serve_max_clients) shows it in browsers too."""
     started = time.monotonic()
     contact_sheet = output.with_name(output.stem + "_sheet.png")
     with tempfile.TemporaryDirectory(prefix="streamcam-demo-") as folder:
@@ -66,7 +67,7 @@ def run_demo(output: Path = Path("demo.mp4"), *, seconds: float = 8.0, show: boo
         config = RunConfig(
             source=str(clip), output=output, log=log, contact_sheet=contact_sheet, model="demo",
             method=method, align="receptive-field", top_k=2, smooth=smooth, device=device,
-            show=display_problem() is None if show is None else show,
+            show=display_problem() is None if show is None else show, **(serve or {}),
         )
         result = api.run(config, on_tick=on_tick)
         rows = [json.loads(line) for line in log.read_text().splitlines()]
