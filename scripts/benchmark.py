@@ -14,7 +14,12 @@ encoder settings (libx264, veryfast, CRF 23):
    224², `show_cam_on_image` at full resolution, `cv2.putText`, encode;
 3. streamcam end to end (`streamcam run`), ResNet-18 and ResNet-50, at the same model input pixels as
    the naive loop (short side 168: 299×168 ≈ 224²);
-4. live latency: a `lavfi:...,realtime` 720p30 source through streamcam, capture -> rendered frame.
+4. the zero-overhead pipeline, the bound of streamcam's (issue 19): decode, the same model's plain
+   forward pass and x264 of the untouched frames, each in a thread of its own, with streamcam's model
+   input, batch, precision and encoder settings: what streamcam would do if the heatmap, blend, text and
+   hand-offs cost nothing;
+5. live latency: a `lavfi:...,realtime` 720p30 source through streamcam, capture -> rendered frame, and
+   through the zero-overhead pipeline, capture -> encoded.
 
 Every case runs in its own process (threads, memory and warm-up do not leak between cases) and is timed
 in steady state: the first frames (start-up, warm-up) are excluded. Models have random weights: speed
@@ -24,12 +29,14 @@ does not depend on them.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -154,13 +161,117 @@ def case_streamcam(clip: str, output: str, device: str, model_name: str = "resne
     }
 
 
+class NewestFirst:
+    """A hand-off between two threads: blocking when full (a file), or keeping the newest (live), as
+    streamcam's hand-offs do. None marks the end."""
+
+    def __init__(self, size: int, live: bool):
+        self.items: collections.deque = collections.deque()
+        self.size, self.live, self.dropped = size, live, 0
+        self.changed = threading.Condition()
+
+    def put(self, item) -> None:
+        with self.changed:
+            while not self.live and len(self.items) >= self.size and item is not None:
+                self.changed.wait()
+            if self.live and len(self.items) >= self.size and item is not None:
+                self.items.popleft()
+                self.dropped += 1
+            self.items.append(item)
+            self.changed.notify_all()
+
+    def take(self, most: int) -> list:
+        """Up to `most` items, waiting for at least one (a file waits for `most`, or the end)."""
+        with self.changed:
+            while not self.items or (not self.live and len(self.items) < most and self.items[-1] is not None):
+                self.changed.wait()
+            taken = []
+            while self.items and len(taken) < most and self.items[0] is not None:
+                taken.append(self.items.popleft())
+            if not taken:
+                return [None]
+            self.changed.notify_all()
+            return taken
+
+
+def case_zero(clip: str, output: str, device: str, model_name: str = "resnet18", seconds: float | None = None) -> dict:
+    """The zero-overhead pipeline, the bound of streamcam's: PyAV decode in one thread; the same model's
+    plain forward pass in a second (streamcam's model input: short side 168, the uint8 resize, the
+    batch size and precision a run of this source gets); libx264 encoding the decoded frames, untouched,
+    in a third (the same preset and CRF; a live source gets a live run's). Steady-state FPS and, per
+    frame, the latency from decoding to encoded."""
+    import av
+    import torch
+
+    from streamcam.models import load_model
+    from streamcam.picture import BgrPicture, upload
+    from streamcam.plan import Encoding, autocast, resolve_device, resolve_precision
+
+    live = clip.startswith("lavfi:")
+    torch_device = resolve_device(device)
+    loaded = load_model(model_name, "none", device=torch_device, input_size=168)
+    precision = resolve_precision("auto", torch_device)
+    batch_size = 1 if live else 4
+    decoded, explained = NewestFirst(batch_size if live else 4, live), NewestFirst(4, live)
+    clock, latencies = SteadyClock(), []
+    deadline = None if seconds is None else time.monotonic() + seconds
+    if live:
+        source = av.open(clip.removeprefix("lavfi:"), format="lavfi")
+    else:
+        source = av.open(clip)
+    video = source.streams.video[0]
+    video.thread_type = "SLICE"  # as streamcam decodes
+
+    def decode() -> None:
+        for frame in source.decode(video):
+            decoded.put((frame, BgrPicture(frame.to_ndarray(format="bgr24", threads=1)), time.monotonic()))
+            if deadline and time.monotonic() > deadline:
+                break
+        decoded.put(None)
+
+    def infer() -> None:
+        while (batch := decoded.take(batch_size)) != [None]:
+            x = upload([picture for _, picture, _ in batch], torch_device).model_input(loaded.preprocess)
+            with torch.inference_mode(), autocast(torch_device, precision):
+                loaded.model(x)
+            for item in batch:
+                explained.put(item)
+        explained.put(None)
+
+    threads = [threading.Thread(target=decode), threading.Thread(target=infer)]
+    for thread in threads:
+        thread.start()
+    encoding = Encoding(crf=int(ENCODER["crf"]), preset="ultrafast" if live else ENCODER["preset"], live=live)
+    rate = video.average_rate or Fraction(30)
+    with av.open(output, "w") as sink:
+        stream = sink.add_stream("libx264", rate=rate, options=encoding.options("libx264", rate))
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        index = 0
+        while (taken := explained.take(1)) != [None]:
+            frame, _, captured = taken[0]
+            frame.pts, frame.time_base = index, 1 / rate
+            index += 1
+            for packet in stream.encode(frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame):
+                sink.mux(packet)
+            latencies.append(time.monotonic() - captured)
+            clock.tick()
+        for packet in stream.encode(None):
+            sink.mux(packet)
+    for thread in threads:
+        thread.join()
+    source.close()
+    steady = sorted(latencies[WARMUP_FRAMES:])
+    return {"fps": clock.fps(), "frames": len(latencies), "dropped": decoded.dropped + explained.dropped,
+            "p50_ms": 1000 * steady[len(steady) // 2], "p95_ms": 1000 * steady[int(len(steady) * 0.95)]}
+
+
 def resident_mb() -> float:
     """This process's resident memory now (Linux), in MB."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-CASES = {"transcode": case_transcode, "naive": case_naive, "streamcam": case_streamcam}
+CASES = {"transcode": case_transcode, "naive": case_naive, "zero": case_zero, "streamcam": case_streamcam}
 
 
 def run_case(name: str, baseline: str | None = None, **kwargs: object) -> dict:
@@ -236,22 +347,33 @@ def main() -> None:
             variants = [(model, None) for model in models]
             if args.baseline:
                 variants += [(f"{model} @ baseline", args.baseline) for model in models]
-            runs: dict[str, list[dict]] = {name: [] for name in ["transcode", "naive", *(v for v, _ in variants)]}
+            bounds = [f"zero {model}" for model in models]
+            runs: dict[str, list[dict]] = {name: [] for name in ["transcode", "naive", *bounds, *(v for v, _ in variants)]}
             for _ in range(args.repeats):
                 runs["transcode"].append(run_case("transcode", **common))
                 runs["naive"].append(run_case("naive", **common))
+                for model in models:
+                    runs[f"zero {model}"].append(run_case("zero", **common, model_name=model))
                 for variant, checkout in variants:
                     model = variant.split(" @ ")[0]
                     runs[variant].append(run_case("streamcam", checkout, **streamcam_options, model_name=model))
                 print(size_name, {name: round(results[-1]["fps"], 1) for name, results in runs.items()}, flush=True)
             transcode, naive = median_run(runs["transcode"]), median_run(runs["naive"])
-            rows.append([size_name, "bare transcode (codec ceiling)", f"{transcode['fps']:.1f}", "", "", *memory_cells(transcode)])
+            rows.append([size_name, "bare transcode (codec ceiling)", f"{transcode['fps']:.1f}", "", "", "",
+                         *memory_cells(transcode)])
             rows.append([size_name, "naive pytorch-grad-cam loop, ResNet-18", f"{naive['fps']:.1f}", "1.00×",
-                         f"{naive['fps'] / transcode['fps']:.2f}×", *memory_cells(naive)])
+                         f"{naive['fps'] / transcode['fps']:.2f}×", "", *memory_cells(naive)])
+            for model in models:
+                bound = median_run(runs[f"zero {model}"])
+                rows.append([size_name, f"zero-overhead pipeline, {model}", f"{bound['fps']:.1f}",
+                             f"{bound['fps'] / naive['fps']:.2f}×", f"{bound['fps'] / transcode['fps']:.2f}×", "1.00×",
+                             *memory_cells(bound)])
             for variant, _ in variants:
                 result = median_run(runs[variant])
+                bound = median_run(runs[f"zero {variant.split(' @ ')[0]}"])
                 rows.append([size_name, f"streamcam, {variant}", f"{result['fps']:.1f}", f"{result['fps'] / naive['fps']:.2f}×",
-                             f"{result['fps'] / transcode['fps']:.2f}×", *memory_cells(result)])
+                             f"{result['fps'] / transcode['fps']:.2f}×", f"**{result['fps'] / bound['fps']:.2f}×**",
+                             *memory_cells(result)])
                 stage_rows.append([size_name, variant] + [f"{ms:.1f}" for ms in result["stages"].values()])
             for model in models:
                 result = median_run(runs[model])
@@ -260,20 +382,27 @@ def main() -> None:
                 notes.append(f"{size_name}, streamcam {model}: resident memory {third:.0f} MB after a third of the "
                              f"clip, {end:.0f} MB at its end: it {growth} with the clip's length")
         width, height = clip_size(args.live_size)
+        live_source = {"clip": f"lavfi:testsrc2=size={width}x{height}:rate=30,realtime",
+                       "output": str(Path(folder) / "live.mp4"), "device": args.device, "model_name": models[0],
+                       "seconds": args.live_seconds}
+        bound = run_case("zero", **live_source)
+        rows.append([f"{args.live_size} 30 fps live", f"zero-overhead pipeline, {models[0]}: latency capture → encoded",
+                     f"{bound['fps']:.1f}", f"p50 {bound['p50_ms']:.0f} ms", f"p95 {bound['p95_ms']:.0f} ms", "1.00×",
+                     *memory_cells(bound)])
+        notes.append(f"live zero-overhead: {bound['frames']} frames encoded, {bound['dropped']} stale frames dropped")
         for label, checkout in [("", None)] + ([(" @ baseline", args.baseline)] if args.baseline else []):
-            live = run_case("streamcam", checkout, clip=f"lavfi:testsrc2=size={width}x{height}:rate=30,realtime",
-                            output=str(Path(folder) / "live.mp4"), device=args.device, model_name=models[0],
-                            seconds=args.live_seconds, compile=args.compile)
+            live = run_case("streamcam", checkout, **live_source, compile=args.compile)
             rows.append([f"{args.live_size} 30 fps live", f"streamcam, {models[0]}{label}: latency capture → rendered frame",
                          f"{live['fps']:.1f}", f"p50 {live['p50_ms']:.0f} ms", f"p95 {live['p95_ms']:.0f} ms",
-                         *memory_cells(live)])
+                         f"p95 **{live['p95_ms'] / bound['p95_ms']:.2f}×**", *memory_cells(live)])
             notes.append(f"live{label}: {live['frames']} frames written, {live['dropped']} stale frames dropped "
                          "(newest frame wins)")
     if args.baseline:
         commit = subprocess.run(["git", "-C", args.baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=False).stdout.strip()
         notes.append(f"`@ baseline`: the same cases run by commit {commit} ({args.baseline}), in the same round-robin")
-    table = benchlib.markdown_table(["clip", "pipeline", "FPS", "× naive", "× transcode", *memory], rows)
+    table = benchlib.markdown_table(["clip", "pipeline", "FPS", "× naive", "× transcode", "× zero-overhead", *memory],
+                                    rows)
     stages = benchlib.markdown_table(["clip", "model", "decode ms", "explain ms", "render ms", "write ms"], stage_rows)
     text = (f"Steady-state FPS (first {WARMUP_FRAMES} frames excluded), median of {args.repeats} round-robin run(s) "
             f"per case (of an even count, the faster middle one).\n\n{table}\n\nstreamcam time per frame in each stage "

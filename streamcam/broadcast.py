@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,16 +23,25 @@ from .controls import settings_changes
 from .render import RenderedFrame
 from .sinks import Sink, log_row
 
+BOUNDARY = "streamcam-frame"  # between the MJPEG stream's parts
 JPEG_QUALITY = 80
+JPEG_NICENESS = 10  # the JPEG thread's scheduling priority, below the run's (0)
 EVENT_BACKLOG = 64  # events a client may fall behind by before its oldest are dropped
 
 
 @dataclass(frozen=True)
 class Jpeg:
     number: int  # counts the rendered frames handed over, from 1
-    data: bytes
-    captured_at: float  # the frame's capture, in Unix time (the page's clock, on the same machine)
-    frame: int  # the frame's index in its source
+    data: bytes  # the JPEG, for a snapshot
+    part: bytes  # it as one part of the MJPEG stream, made once for every viewer
+
+
+def stream_part(data: bytes, captured_at: float, frame: int) -> bytes:
+    """A JPEG as one part of the MJPEG stream, with the frame's capture (Unix time: the viewer's clock on
+    the same machine) and index."""
+    head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n"
+            f"X-Captured-At: {captured_at:.4f}\r\nX-Frame: {frame}\r\n\r\n")
+    return head.encode() + data + b"\r\n"
 
 
 class Broadcast(Sink):
@@ -67,7 +77,8 @@ class Broadcast(Sink):
         with self._changed:
             number = self._newest[0] + 1 if self._newest else 1
             self._newest = (number, rendered, captured_at)
-            self._changed.notify()
+            if self.watchers:  # else the JPEG thread sleeps: nobody to encode for
+                self._changed.notify()
         previous, self._settings = self._settings, rendered.explained.settings
         if self._event_queues:
             event = {**log_row(rendered, self.class_name, changed=settings_changes(previous, self._settings)),
@@ -90,17 +101,22 @@ class Broadcast(Sink):
 
     # ----- the JPEG thread -----------------------------------------------------------------------------
     def _encode_newest(self) -> None:
+        # Below the pipeline's threads: on a machine the run keeps busy, viewers get the frames the
+        # spare cycles can encode (they skip the rest), and the run keeps its own pace. Linux sets a
+        # thread's niceness by its id; elsewhere this thread runs at the process's priority.
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), JPEG_NICENESS)
         encoded = 0
         while True:
             with self._changed:
                 while not self.closed and not (self.watchers and self._newest and self._newest[0] > encoded):
-                    self._changed.wait(timeout=0.1)  # wakes for a new watcher too
+                    self._changed.wait()  # woken by a frame while someone watches, a new watcher, or the end
                 if self.closed:
                     return
                 number, rendered, captured_at = self._newest
             jpeg = encode_jpeg(rendered)  # OpenCV releases the GIL: the pipeline's threads run meanwhile
             encoded = number
-            self._call(self._publish, Jpeg(number, jpeg, captured_at, rendered.frame.index))
+            self._call(self._publish, Jpeg(number, jpeg, stream_part(jpeg, captured_at, rendered.frame.index)))
 
     # ----- the event loop ------------------------------------------------------------------------------
     def _publish(self, jpeg: Jpeg | None) -> None:

@@ -18,7 +18,6 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .cam.layers import resolve_layer
 from .cam.targets import class_index
 from .config import RunConfig
 from .errors import StreamcamError, unknown_name
@@ -68,12 +67,11 @@ class LiveControls:
         self.pipeline = pipeline
         self.resizes_output = resizes_output
         self.start_view = config.view
-        model = explainer.loaded.model
-        self.default_layer = resolve_layer(model, None)[0]
-        every_layer = feature_layers(model)
+        self.default_layer = explainer.explainer.layer  # resolved by the explainer (a layer method's)
+        every_layer = feature_layers(explainer.loaded.model)  # one probe, before the run starts
         self.layers = [layer.name for layer in every_layer]  # any of these, or their aliases, may be asked for
         self.layers += [alias for layer in every_layer for alias in layer.aliases]
-        self.layer_choices = [layer.name for layer in feature_layers(model, max_depth=2)]
+        self.layer_choices = [name for name in self.layers[:len(every_layer)] if name.count(".") < 2]
         self.in_force = {name: value for name, value in self.current().items() if name != "paused"}
         self._requests: list[_Request] = []
         self._lock = threading.Lock()

@@ -20,13 +20,15 @@ import ipaddress
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
-from .broadcast import Broadcast
+from .broadcast import BOUNDARY, Broadcast
 from .errors import StreamcamError
 
 if TYPE_CHECKING:
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamcam")
 
-BOUNDARY = "streamcam-frame"
 STALLED_CLIENT_SECONDS = 20.0  # a viewer that takes no frame for this long is let go, freeing its place
 
 
@@ -59,7 +60,9 @@ class ServeAddress:
             return False
 
     def url(self, port: int | None = None) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """The page's address; for a wildcard host (all interfaces), by this machine's name."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port if port is None else port}/"
 
 
@@ -119,12 +122,12 @@ class LiveServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
-        self._failure: OSError | None = None
+        self._failure: Exception | None = None
         self._started = time.monotonic()
 
     @property
     def url(self) -> str:
-        return self.address.url(self.port) + (f"?token={self.token}" if self.token else "")
+        return self.address.url(self.port) + (f"?token={quote(self.token, safe='')}" if self.token else "")
 
     def start(self) -> str:
         """Listen, or raise a StreamcamError (port taken, host not here); returns the page's URL."""
@@ -133,7 +136,7 @@ class LiveServer:
         self._thread.start()
         ready.wait()
         if self._failure is not None:
-            reason = self._failure.strerror or str(self._failure)
+            reason = getattr(self._failure, "strerror", None) or str(self._failure)
             raise StreamcamError(f"cannot serve the live view on {self.address.host}:{self.address.port}: {reason}")
         return self.url
 
@@ -154,7 +157,7 @@ class LiveServer:
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self.address.host, self.address.port)
             loop.run_until_complete(site.start())
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - a port taken, a host not here: reported by start()
             self._failure = error
             loop.run_until_complete(runner.cleanup())
             loop.close()
@@ -235,9 +238,7 @@ class LiveServer:
             number = 0
             while (jpeg := await self.broadcast.next_jpeg(number)) is not None:
                 number = jpeg.number
-                head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg.data)}\r\n"
-                        f"X-Captured-At: {jpeg.captured_at:.4f}\r\nX-Frame: {jpeg.frame}\r\n\r\n").encode()
-                await asyncio.wait_for(response.write(head + jpeg.data + b"\r\n"), STALLED_CLIENT_SECONDS)
+                await asyncio.wait_for(response.write(jpeg.part), STALLED_CLIENT_SECONDS)
         except (ConnectionError, asyncio.TimeoutError):
             pass  # the viewer left, or stopped reading
         finally:

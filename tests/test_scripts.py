@@ -23,11 +23,22 @@ def test_end_to_end_benchmark_runs_every_case_and_prints_its_tables():
                       "--live-size", "160x96", "--live-seconds", "2")
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 160x96")]
     assert [row.split("|")[2].strip() for row in rows] == [
-        "bare transcode (codec ceiling)", "naive pytorch-grad-cam loop, ResNet-18", "streamcam, resnet18",
+        "bare transcode (codec ceiling)", "naive pytorch-grad-cam loop, ResNet-18", "zero-overhead pipeline, resnet18",
+        "streamcam, resnet18", "zero-overhead pipeline, resnet18: latency capture → encoded",
         "streamcam, resnet18: latency capture → rendered frame",
         "resnet18",  # the stage table
     ]
+    ratios = [row.split("|")[6].strip() for row in rows[:6]]
+    assert ratios[2] == "1.00×" and ratios[3].startswith("**") and ratios[5].startswith("p95 **")
     assert "MB after a third of the clip" in done.stdout and "frames written" in done.stdout
+
+
+def test_serve_benchmark_measures_the_run_with_0_1_and_8_viewers():
+    done = run_script("bench_serve.py", "--size", "160x96", "--frames", "60", "--repeats", "1", "--no-browser")
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "×" in line][1:]
+    assert [row[0].strip() for row in rows] == ["no server", "`--serve`, no viewer", "`--serve`, 1 viewer",
+                                                "`--serve`, 8 viewers"]
+    assert float(rows[2][5]) > 0 and float(rows[3][5]) > 0  # the viewers got JPEGs
 
 
 def test_engine_benchmark_times_every_method_against_pytorch_grad_cam():

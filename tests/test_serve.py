@@ -125,6 +125,34 @@ def test_the_stream_sends_the_newest_frame_as_a_jpeg_part(parts):
     serve(server, test)
 
 
+def test_frames_are_encoded_once_for_every_viewer_and_only_while_someone_watches(parts, monkeypatch):
+    import streamcam.broadcast
+
+    encoded = []
+    encode = streamcam.broadcast.encode_jpeg
+    monkeypatch.setattr(streamcam.broadcast, "encode_jpeg", lambda rendered: encoded.append(1) or encode(rendered))
+    server, frames = live_view(parts)
+
+    async def test(client):
+        server.broadcast.write(rendered(server, frames[0]))
+        await asyncio.sleep(0.3)
+        assert encoded == [] and server.broadcast.jpeg is None  # nobody watches: nothing encoded
+        viewers = [await client.get("/stream.mjpg") for _ in range(3)]
+        while server.broadcast.watchers < 3 or server.broadcast.jpeg is None:  # the waiting frame, encoded
+            await asyncio.sleep(0.01)
+        for image in frames[1:3]:
+            server.broadcast.write(rendered(server, image))
+            number = server.broadcast.jpeg.number if server.broadcast.jpeg else 0
+            while server.broadcast.jpeg is None or server.broadcast.jpeg.number == number:
+                await asyncio.sleep(0.01)
+        for viewer in viewers:  # each got the newest frame's one JPEG
+            assert await viewer.content.readline() == f"--{BOUNDARY}\r\n".encode()
+            viewer.close()
+        assert len(encoded) == 3  # the frame waiting when the viewers came, and the two after: once each
+
+    serve(server, test)
+
+
 def test_events_carry_each_rendered_frames_log_row(parts):
     server, frames = live_view(parts)
 

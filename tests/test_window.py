@@ -95,5 +95,6 @@ def test_without_a_display_the_run_continues_without_a_window(tmp_path):
     alone = subprocess.run(["streamcam", "run", str(clip), "--show", *FAST], env=env, capture_output=True, text=True, timeout=120)
     assert alone.returncode == 2
     assert alone.stderr.strip().splitlines() == [
-        "error: cannot show a window: no display (DISPLAY is not set); give -o/--output or --log to run without one"
+        "error: cannot show a window: no display (DISPLAY is not set); give -o/--output, --log or --serve to run "
+        "without one"
     ]
