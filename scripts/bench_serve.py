@@ -9,10 +9,10 @@ its own, in round-robin order. Reported: the run's FPS after start-up, its captu
 (p50/p95, from its summary) and its stale drops; and what the viewers got: JPEG frames per second each,
 and the latency from the frame's capture to its last byte at the viewer (the stream's X-Captured-At
 header against the viewer's clock, on the same machine). The viewers are lean Python clients reading
-the MJPEG stream, as a remote browser would, in a process of their own. A last case opens the page in
-headless Chromium on this machine: its capture-to-page latency is each event's capture time against
-the page's clock (`window.pageLatencies`); Chromium shares the run's cores, so its FPS says what a
-viewer on the same machine costs.
+the MJPEG stream, as a remote browser would, in a process of their own below the run's priority (they
+stand in for other machines). A last case opens the page in headless Chromium on this machine, at the
+run's priority: its capture-to-page latency is each event's capture time against the page's clock
+(`window.pageLatencies`), and its FPS says what a viewer on the same machine costs.
 """
 
 from __future__ import annotations
@@ -94,7 +94,11 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 
 
 def start_viewers(url: str, count: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", VIEWERS, url, str(count)], stdout=subprocess.PIPE, text=True)
+    """The viewers stand in for browsers on other machines: they run here below the run's priority
+    (niceness 10), so that their own reading takes the spare cycles, not the run's. The Chromium case
+    shows what a viewer on the same machine, at the same priority, costs."""
+    return subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", VIEWERS, url, str(count)],
+                            stdout=subprocess.PIPE, text=True)
 
 
 def viewer_figures(latencies: list[float], skip: int) -> dict:
@@ -167,7 +171,8 @@ def main() -> None:
          "JPEGs/s per viewer", "capture → viewer p50 / p95 ms"], rows)
     body = (f"A live {args.size} 30 fps source (`lavfi:testsrc2`, realtime), {args.frames} frames per run; ResNet-18, "
             f"random weights, short side 168; an x264 video written as live runs write it. {args.repeats} "
-            "round-robin runs of each case, the median-FPS run shown. Viewer latencies leave out the first "
+            "round-robin runs of each case, the median-FPS run shown. The Python viewers run at niceness 10 "
+            "(they stand in for other machines), Chromium at the run's. Viewer latencies leave out the first "
             "second; the Chromium row's is capture → the page's event handler.\n\n" + table)
     print(body)
     if not args.no_record:
