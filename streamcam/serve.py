@@ -28,12 +28,14 @@ from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from aiohttp import web
+from aiohttp_sse import sse_response
+
 from .broadcast import BOUNDARY, Broadcast
 from .errors import StreamcamError
 
 if TYPE_CHECKING:
     import torch
-    from aiohttp import web
 
     from .api import Engines
     from .config import RunConfig
@@ -59,11 +61,11 @@ class ServeAddress:
         except ValueError:  # a host name: it may resolve to anything
             return False
 
-    def url(self, port: int | None = None) -> str:
+    def url(self, port: int) -> str:
         """The page's address; for a wildcard host (all interfaces), by this machine's name."""
         host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port if port is None else port}/"
+        return f"http://{host}:{port}/"
 
 
 def parse_address(text: str) -> ServeAddress:
@@ -148,8 +150,6 @@ class LiveServer:
             self._thread.join(timeout=5)
 
     def _serve(self, ready: threading.Event) -> None:
-        from aiohttp import web
-
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         runner = web.AppRunner(self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -175,8 +175,6 @@ class LiveServer:
 
     # ----- the application -----------------------------------------------------------------------------
     def app(self) -> web.Application:
-        from aiohttp import web
-
         @web.middleware
         async def guard(request: web.Request, handler):
             return await self._guard(request, handler)
@@ -193,8 +191,6 @@ class LiveServer:
 
     async def _guard(self, request: web.Request, handler):
         """Token first; then a StreamcamError is the client's 400, and anything else a 500 in one line."""
-        from aiohttp import web
-
         if self.token is not None and not self._authorised(request):
             return web.json_response({"error": "a valid token is needed: open the URL streamcam printed"}, status=401)
         try:
@@ -214,21 +210,15 @@ class LiveServer:
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
 
     async def _page(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         return web.Response(text=self.page, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     def _refuse_when_full(self, clients: int) -> None:
-        from aiohttp import web
-
         if clients >= self.max_clients:
             raise web.HTTPServiceUnavailable(
                 text=json.dumps({"error": f"the live view already has its {self.max_clients} viewers "
                                           "(--serve-max-clients)"}), content_type="application/json")
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        from aiohttp import web
-
         self._refuse_when_full(self.broadcast.watchers)
         response = web.StreamResponse(headers={"Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                                                "Cache-Control": "no-store"})
@@ -246,31 +236,24 @@ class LiveServer:
         return response
 
     async def _snapshot(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         data = await self.broadcast.snapshot()
         if data is None:
             return web.json_response({"error": "no frame yet"}, status=503, headers={"Retry-After": "1"})
         return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        from aiohttp_sse import sse_response
-
         self._refuse_when_full(self.broadcast.event_clients)
         queue = self.broadcast.subscribe()
         try:
             async with sse_response(request) as events:
-                while (event := await queue.get()) is not None:
-                    await events.send(json.dumps(event))
-        except ConnectionError:
-            pass
+                with contextlib.suppress(ConnectionError):  # the client left
+                    while (event := await queue.get()) is not None:
+                        await events.send(json.dumps(event))
         finally:
             self.broadcast.unsubscribe(queue)
         return events
 
     async def _health(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         return web.json_response(self.health())
 
     def health(self) -> dict[str, object]:
@@ -291,15 +274,11 @@ class LiveServer:
         }
 
     async def _settings(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         return web.json_response(self.controls.settings())
 
     async def _control(self, request: web.Request) -> web.Response:
         """Changes as a JSON object. A browser sends JSON to another origin only after asking it (CORS
         preflight, which this server never grants), so a page elsewhere cannot drive a loopback run."""
-        from aiohttp import web
-
         if request.content_type != "application/json":
             return web.json_response({"error": "send the changes as application/json"}, status=415)
         try:
