@@ -9,6 +9,7 @@ import re
 import shlex
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,3 +88,59 @@ def record(section: str, title: str, body: str, device: torch.device, path: Path
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+class ThreadCpu:
+    """CPU seconds per thread of this process, read from /proc (Linux) every `every` seconds while a run
+    goes, so that threads which end before it does still count. Python threads are known by name; the
+    rest (x264's frame and lookahead threads, torch's OpenMP workers, decoder slice threads, OpenCV's
+    workers) are counted together as "native". `mark()` starts the steady state (after the warm-up)."""
+
+    def __init__(self, every: float = 0.1):
+        self.every = every
+        self.seen: dict[int, tuple[str, float]] = {}  # thread id -> (name, CPU seconds so far)
+        self.marked: dict[int, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_until_stopped, name="cpu-sampler", daemon=True)
+
+    def __enter__(self) -> ThreadCpu:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sampler.join()
+        self._sample()
+
+    def mark(self) -> None:
+        self._sample()
+        with self._lock:
+            self.marked = dict(self.seen)
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def _sample(self) -> None:
+        names = {thread.native_id: thread.name for thread in threading.enumerate()}
+        ticks = os.sysconf("SC_CLK_TCK")
+        with self._lock:
+            for tid in map(int, os.listdir("/proc/self/task")):
+                try:
+                    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:  # the thread ended between the listing and the read
+                    continue
+                name = self.seen[tid][0] if tid in self.seen else names.get(tid, "native")
+                self.seen[tid] = (name, (int(fields[11]) + int(fields[12])) / ticks)  # utime + stime
+
+    def per_frame_ms(self, frames: int, whole_run: bool = False) -> dict[str, float]:
+        """CPU milliseconds per frame since the mark (or since the start), by thread name (the sampler's
+        left out), and the total."""
+        totals: dict[str, float] = {}
+        marked = {} if whole_run else self.marked
+        for tid, (name, seconds) in self.seen.items():
+            if name != "cpu-sampler":
+                spent = seconds - marked.get(tid, (name, 0.0))[1]
+                totals[name] = totals.get(name, 0.0) + 1000 * spent / max(1, frames)
+        return {**totals, "total": sum(totals.values())}

@@ -129,23 +129,41 @@ def case_naive(clip: str, output: str, device: str, model_name: str = "resnet18"
     return {"fps": reencode(clip, output, picture)}
 
 
-def case_streamcam(clip: str, output: str, device: str, model_name: str = "resnet18", max_frames: int | None = None,
-                   seconds: float | None = None, decoder: str = "auto", compile: bool = False) -> dict:
-    from streamcam.api import run
+def streamcam_config(clip: str, output: str, device: str, model_name: str = "resnet18", **options: object):
+    """The `streamcam run` of a case: the naive loop's model input pixels (short side 168), random weights,
+    libx264 at the other cases' CRF; files at their preset, a live source at a live run's own (ultrafast)."""
     from streamcam.config import RunConfig
+
+    live = clip.startswith("lavfi:")
+    settings = {"preset": None if live else ENCODER["preset"], "crf": int(ENCODER["crf"]), **options}
+    return RunConfig(source=clip, output=Path(output), model=model_name, weights="none", input_size=168, device=device,
+                     encoder="libx264", **settings)  # the other cases' encoder, even where NVENC exists
+
+
+def case_streamcam(clip: str, output: str, device: str, model_name: str = "resnet18", max_frames: int | None = None,
+                   seconds: float | None = None, decoder: str = "auto", compile: bool = False,
+                   lossless: bool = False) -> dict:
+    """streamcam end to end; with `lossless`, its rendered frames kept exactly (CRF 0) for the cases that
+    encode them."""
+    from streamcam.api import run
 
     deadline = None if seconds is None else time.monotonic() + seconds
     memory: list[tuple[int, float]] = []  # (frames written, resident MB) as the run goes
+    cpu, steady_from = benchlib.ThreadCpu(), []
 
     def on_tick(pipeline) -> None:
         memory.append((pipeline.stats.written, resident_mb()))
+        if not steady_from and pipeline.stats.written >= WARMUP_FRAMES:
+            cpu.mark()
+            steady_from.append(pipeline.stats.written)
         if deadline and time.monotonic() > deadline:
             pipeline.stop("benchmark time is up")
 
-    config = RunConfig(source=clip, output=Path(output), model=model_name, weights="none", input_size=168,
-                       device=device, preset=ENCODER["preset"], crf=int(ENCODER["crf"]), max_frames=max_frames,
-                       decoder=decoder, encoder="libx264", compile=compile)  # the other cases' encoder, even where NVENC exists
-    result = run(config, on_tick=on_tick, handle_signals=False)
+    exact = {"crf": 0, "preset": "ultrafast"} if lossless else {}
+    config = streamcam_config(clip, output, device, model_name, max_frames=max_frames, decoder=decoder,
+                              compile=compile, **exact)
+    with cpu:
+        result = run(config, on_tick=on_tick, handle_signals=False)
     stats = result.stats
     steady = sorted(stats.latencies[WARMUP_FRAMES:])
     after_a_third = next((mb for written, mb in memory if written >= stats.written / 3), None)
@@ -158,6 +176,8 @@ def case_streamcam(clip: str, output: str, device: str, model_name: str = "resne
         "p50_ms": 1000 * steady[len(steady) // 2] if steady else None,
         "p95_ms": 1000 * steady[int(len(steady) * 0.95)] if steady else None,
         "stages": {stage: stats.stage_ms(stage) for stage in ("decode", "explain", "render", "write")},
+        "cpu_ms": cpu.per_frame_ms(stats.written - steady_from[0]) if steady_from and stats.written > 2 * steady_from[0]
+        else cpu.per_frame_ms(stats.written, whole_run=True),  # a run too short for a steady state
     }
 
 
@@ -194,26 +214,36 @@ class NewestFirst:
             return taken
 
 
-def case_zero(clip: str, output: str, device: str, model_name: str = "resnet18", seconds: float | None = None) -> dict:
+def case_zero(clip: str, output: str, device: str, model_name: str = "resnet18", seconds: float | None = None,
+              pictures_from: str | None = None) -> dict:
     """The zero-overhead pipeline, the bound of streamcam's: PyAV decode in one thread; the same model's
     plain forward pass in a second (streamcam's model input: short side 168, the uint8 resize, the
     batch size and precision a run of this source gets); libx264 encoding the decoded frames, untouched,
-    in a third (the same preset and CRF; a live source gets a live run's). Steady-state FPS and, per
-    frame, the latency from decoding to encoded."""
+    in a third (the encoder streamcam's run of the same clip plans). Steady-state FPS and, per frame,
+    the latency from decoding to encoded.
+
+    With `pictures_from` (a lossless recording of streamcam's run of this clip), the encoder gets
+    streamcam's rendered frames instead, read into memory beforehand: the bound for those very pictures,
+    whose heatmap costs the encoder more than the source does."""
     import av
     import torch
 
     from streamcam.models import load_model
     from streamcam.picture import BgrPicture, upload
-    from streamcam.plan import Encoding, autocast, resolve_device, resolve_precision
+    from streamcam.plan import autocast, plan_encoding, resolve_device, resolve_precision
 
     live = clip.startswith("lavfi:")
     torch_device = resolve_device(device)
     loaded = load_model(model_name, "none", device=torch_device, input_size=168)
     precision = resolve_precision("auto", torch_device)
+    encoding = plan_encoding(streamcam_config(clip, output, device, model_name), torch_device, live)
     batch_size = 1 if live else 4
     decoded, explained = NewestFirst(batch_size if live else 4, live), NewestFirst(4, live)
-    clock, latencies = SteadyClock(), []
+    clock, latencies, cpu = SteadyClock(), [], benchlib.ThreadCpu()
+    rendered = []
+    if pictures_from:
+        with av.open(pictures_from) as recording:
+            rendered = [frame.reformat(format="yuv420p") for frame in recording.decode(video=0)]
     deadline = None if seconds is None else time.monotonic() + seconds
     if live:
         source = av.open(clip.removeprefix("lavfi:"), format="lavfi")
@@ -238,31 +268,81 @@ def case_zero(clip: str, output: str, device: str, model_name: str = "resnet18",
                 explained.put(item)
         explained.put(None)
 
-    threads = [threading.Thread(target=decode), threading.Thread(target=infer)]
-    for thread in threads:
-        thread.start()
-    encoding = Encoding(crf=int(ENCODER["crf"]), preset="ultrafast" if live else ENCODER["preset"], live=live)
-    rate = video.average_rate or Fraction(30)
-    with av.open(output, "w") as sink:
-        stream = sink.add_stream("libx264", rate=rate, options=encoding.options("libx264", rate))
-        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
-        index = 0
-        while (taken := explained.take(1)) != [None]:
-            frame, _, captured = taken[0]
-            frame.pts, frame.time_base = index, 1 / rate
-            index += 1
-            for packet in stream.encode(frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame):
+    threads = [threading.Thread(target=decode, name="decode"), threading.Thread(target=infer, name="infer")]
+    main_name, threading.current_thread().name = threading.current_thread().name, "encode"
+    with cpu:
+        for thread in threads:
+            thread.start()
+        rate = video.average_rate or Fraction(30)
+        with av.open(output, "w") as sink:
+            stream = sink.add_stream(encoding.h264, rate=rate, options=encoding.options(encoding.h264, rate))
+            stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+            index = 0
+            while (taken := explained.take(1)) != [None]:
+                frame, _, captured = taken[0]
+                if rendered:
+                    frame = rendered[min(index, len(rendered) - 1)]
+                frame.pts, frame.time_base = index, 1 / rate
+                index += 1
+                for packet in stream.encode(frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame):
+                    sink.mux(packet)
+                latencies.append(time.monotonic() - captured)
+                clock.tick()
+                if clock.count == WARMUP_FRAMES:
+                    cpu.mark()
+            for packet in stream.encode(None):
                 sink.mux(packet)
-            latencies.append(time.monotonic() - captured)
-            clock.tick()
-        for packet in stream.encode(None):
-            sink.mux(packet)
-    for thread in threads:
-        thread.join()
+        for thread in threads:
+            thread.join()
+    threading.current_thread().name = main_name
     source.close()
     steady = sorted(latencies[WARMUP_FRAMES:])
     return {"fps": clock.fps(), "frames": len(latencies), "dropped": decoded.dropped + explained.dropped,
-            "p50_ms": 1000 * steady[len(steady) // 2], "p95_ms": 1000 * steady[int(len(steady) * 0.95)]}
+            "p50_ms": 1000 * steady[len(steady) // 2], "p95_ms": 1000 * steady[int(len(steady) * 0.95)],
+            "cpu_ms": cpu.per_frame_ms(len(latencies) - WARMUP_FRAMES)}
+
+
+def case_encode(clip: str, output: str, device: str, pictures_from: str) -> dict:
+    """x264 alone, at the file runs' settings: CPU milliseconds per frame (all of x264's threads) to
+    encode the clip's own frames, and streamcam's rendered frames of it (a lossless recording), each
+    read into memory first, with nothing else running."""
+    import av
+
+    from streamcam.plan import Encoding
+
+    encoding = Encoding(crf=int(ENCODER["crf"]), preset=ENCODER["preset"])
+    result = {}
+    for name, path in (("untouched", clip), ("streamcam", pictures_from)):
+        with av.open(path) as recording:
+            frames = [frame.reformat(format="yuv420p") for frame in recording.decode(video=0)]
+        with av.open(output, "w") as sink:
+            stream = sink.add_stream("libx264", rate=30, options=encoding.options("libx264", Fraction(30)))
+            stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+            started = process_cpu()
+            for index, frame in enumerate(frames):
+                frame.pts, frame.time_base = index, Fraction(1, 30)
+                for packet in stream.encode(frame):
+                    sink.mux(packet)
+            for packet in stream.encode(None):
+                sink.mux(packet)
+            result[f"{name}_ms"] = 1000 * (process_cpu() - started) / len(frames)
+    return result
+
+
+def process_cpu() -> float:
+    """CPU seconds of all of this process's threads so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_row(size_name: str, model: str, pipeline: str, result: dict) -> list[str]:
+    """A row of the CPU table: a case's steady-state CPU ms per frame, by the thread that spent them."""
+    spent = result["cpu_ms"]
+    columns = [("capture", "decode"), ("explain", "infer"), ("render",), ("write", "encode"), ("native",), ("MainThread",)]
+    cells = [f"{sum(spent.get(name, 0.0) for name in names):.1f}" if any(n in spent for n in names) else "—"
+             for names in columns]
+    return [size_name, model, pipeline, *cells, f"{spent['total']:.1f}",
+            f"{spent['total'] * result['fps'] / 1000:.2f}"]
 
 
 def resident_mb() -> float:
@@ -271,7 +351,8 @@ def resident_mb() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-CASES = {"transcode": case_transcode, "naive": case_naive, "zero": case_zero, "streamcam": case_streamcam}
+CASES = {"transcode": case_transcode, "naive": case_naive, "zero": case_zero, "streamcam": case_streamcam,
+         "encode": case_encode}
 
 
 def run_case(name: str, baseline: str | None = None, **kwargs: object) -> dict:
@@ -334,7 +415,7 @@ def main() -> None:
     def memory_cells(result: dict) -> list[str]:
         return [f"{result['rss_mb']:.0f}"] + ([f"{result.get('gpu_mb', 0):.0f}"] if on_gpu else [])
 
-    rows, stage_rows, notes = [], [], []
+    rows, stage_rows, cpu_rows, encoder_rows, notes = [], [], [], [], []
     models = args.models.split(",")
     with tempfile.TemporaryDirectory(prefix="streamcam-bench-") as folder:
         for size_name in args.sizes.split(","):
@@ -342,39 +423,56 @@ def main() -> None:
             make_clip(Path(clip), clip_size(size_name), args.frames)
             common = {"clip": clip, "output": str(Path(folder) / "out.mp4"), "device": args.device}
             streamcam_options = dict(common, decoder=args.decoder, compile=args.compile)
+            # streamcam's rendered frames of this clip, kept exactly, for the bound that encodes them.
+            recordings = {model: str(Path(folder) / f"{size_name}-{model}-rendered.mkv") for model in models}
+            for model, recording in recordings.items():
+                run_case("streamcam", **dict(streamcam_options, output=recording), model_name=model, lossless=True)
             # The cases run round-robin `--repeats` times and each reports its median: this VM's speed
             # drifts by ±20 % over minutes, and drift then hits every case alike.
             variants = [(model, None) for model in models]
             if args.baseline:
                 variants += [(f"{model} @ baseline", args.baseline) for model in models]
-            bounds = [f"zero {model}" for model in models]
+            bounds = [f"zero {model}" for model in models] + [f"zero {model} on its frames" for model in models]
             runs: dict[str, list[dict]] = {name: [] for name in ["transcode", "naive", *bounds, *(v for v, _ in variants)]}
             for _ in range(args.repeats):
                 runs["transcode"].append(run_case("transcode", **common))
                 runs["naive"].append(run_case("naive", **common))
                 for model in models:
                     runs[f"zero {model}"].append(run_case("zero", **common, model_name=model))
+                    runs[f"zero {model} on its frames"].append(
+                        run_case("zero", **common, model_name=model, pictures_from=recordings[model]))
                 for variant, checkout in variants:
                     model = variant.split(" @ ")[0]
                     runs[variant].append(run_case("streamcam", checkout, **streamcam_options, model_name=model))
                 print(size_name, {name: round(results[-1]["fps"], 1) for name, results in runs.items()}, flush=True)
             transcode, naive = median_run(runs["transcode"]), median_run(runs["naive"])
-            rows.append([size_name, "bare transcode (codec ceiling)", f"{transcode['fps']:.1f}", "", "", "",
+            rows.append([size_name, "bare transcode (codec ceiling)", f"{transcode['fps']:.1f}", "", "", "", "",
                          *memory_cells(transcode)])
             rows.append([size_name, "naive pytorch-grad-cam loop, ResNet-18", f"{naive['fps']:.1f}", "1.00×",
-                         f"{naive['fps'] / transcode['fps']:.2f}×", "", *memory_cells(naive)])
+                         f"{naive['fps'] / transcode['fps']:.2f}×", "", "", *memory_cells(naive)])
             for model in models:
-                bound = median_run(runs[f"zero {model}"])
+                bound, on_its_frames = median_run(runs[f"zero {model}"]), median_run(runs[f"zero {model} on its frames"])
                 rows.append([size_name, f"zero-overhead pipeline, {model}", f"{bound['fps']:.1f}",
-                             f"{bound['fps'] / naive['fps']:.2f}×", f"{bound['fps'] / transcode['fps']:.2f}×", "1.00×",
+                             f"{bound['fps'] / naive['fps']:.2f}×", f"{bound['fps'] / transcode['fps']:.2f}×", "1.00×", "",
                              *memory_cells(bound)])
+                rows.append([size_name, f"zero-overhead pipeline, {model}, encoding streamcam's frames",
+                             f"{on_its_frames['fps']:.1f}", f"{on_its_frames['fps'] / naive['fps']:.2f}×",
+                             f"{on_its_frames['fps'] / transcode['fps']:.2f}×",
+                             f"{on_its_frames['fps'] / bound['fps']:.2f}×", "1.00×", *memory_cells(on_its_frames)])
+                cpu_rows.append(cpu_row(size_name, model, "zero-overhead", bound))
+                encoder = run_case("encode", **common, pictures_from=recordings[model])
+                encoder_rows.append([size_name, model, f"{encoder['untouched_ms']:.1f}", f"{encoder['streamcam_ms']:.1f}",
+                                     f"{encoder['streamcam_ms'] - encoder['untouched_ms']:+.1f}"])
             for variant, _ in variants:
+                model = variant.split(" @ ")[0]
                 result = median_run(runs[variant])
-                bound = median_run(runs[f"zero {variant.split(' @ ')[0]}"])
+                bound, on_its_frames = median_run(runs[f"zero {model}"]), median_run(runs[f"zero {model} on its frames"])
                 rows.append([size_name, f"streamcam, {variant}", f"{result['fps']:.1f}", f"{result['fps'] / naive['fps']:.2f}×",
                              f"{result['fps'] / transcode['fps']:.2f}×", f"**{result['fps'] / bound['fps']:.2f}×**",
-                             *memory_cells(result)])
+                             f"{result['fps'] / on_its_frames['fps']:.2f}×", *memory_cells(result)])
                 stage_rows.append([size_name, variant] + [f"{ms:.1f}" for ms in result["stages"].values()])
+                if "cpu_ms" in result:
+                    cpu_rows.append(cpu_row(size_name, model, f"streamcam{variant[len(model):]}", result))
             for model in models:
                 result = median_run(runs[model])
                 third, end = result["rss_third_mb"], result["rss_end_mb"]
@@ -387,26 +485,37 @@ def main() -> None:
                        "seconds": args.live_seconds}
         bound = run_case("zero", **live_source)
         rows.append([f"{args.live_size} 30 fps live", f"zero-overhead pipeline, {models[0]}: latency capture → encoded",
-                     f"{bound['fps']:.1f}", f"p50 {bound['p50_ms']:.0f} ms", f"p95 {bound['p95_ms']:.0f} ms", "1.00×",
+                     f"{bound['fps']:.1f}", f"p50 {bound['p50_ms']:.0f} ms", f"p95 {bound['p95_ms']:.0f} ms", "1.00×", "",
                      *memory_cells(bound)])
         notes.append(f"live zero-overhead: {bound['frames']} frames encoded, {bound['dropped']} stale frames dropped")
         for label, checkout in [("", None)] + ([(" @ baseline", args.baseline)] if args.baseline else []):
             live = run_case("streamcam", checkout, **live_source, compile=args.compile)
             rows.append([f"{args.live_size} 30 fps live", f"streamcam, {models[0]}{label}: latency capture → rendered frame",
                          f"{live['fps']:.1f}", f"p50 {live['p50_ms']:.0f} ms", f"p95 {live['p95_ms']:.0f} ms",
-                         f"p95 **{live['p95_ms'] / bound['p95_ms']:.2f}×**", *memory_cells(live)])
+                         f"p95 **{live['p95_ms'] / bound['p95_ms']:.2f}×**", "", *memory_cells(live)])
             notes.append(f"live{label}: {live['frames']} frames written, {live['dropped']} stale frames dropped "
                          "(newest frame wins)")
     if args.baseline:
         commit = subprocess.run(["git", "-C", args.baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=False).stdout.strip()
         notes.append(f"`@ baseline`: the same cases run by commit {commit} ({args.baseline}), in the same round-robin")
-    table = benchlib.markdown_table(["clip", "pipeline", "FPS", "× naive", "× transcode", "× zero-overhead", *memory],
-                                    rows)
+    table = benchlib.markdown_table(["clip", "pipeline", "FPS", "× naive", "× transcode", "× zero-overhead",
+                                     "× zero-overhead on streamcam's frames", *memory], rows)
     stages = benchlib.markdown_table(["clip", "model", "decode ms", "explain ms", "render ms", "write ms"], stage_rows)
+    cpu = benchlib.markdown_table(["clip", "model", "pipeline", "decode", "model", "render", "write / encode call",
+                                   "native threads", "main", "total", "cores busy"], cpu_rows)
+    encoders = benchlib.markdown_table(["clip", "model", "untouched frames", "streamcam's frames", "difference"],
+                                       encoder_rows)
     text = (f"Steady-state FPS (first {WARMUP_FRAMES} frames excluded), median of {args.repeats} round-robin run(s) "
-            f"per case (of an even count, the faster middle one).\n\n{table}\n\nstreamcam time per frame in each stage "
-            f"(stages run in parallel threads):\n\n{stages}\n\n" + "\n".join(f"- {note}" for note in notes))
+            f"per case (of an even count, the faster middle one). \"Encoding streamcam's frames\": the zero-overhead "
+            "pipeline whose encoder gets streamcam's rendered frames of the clip (a lossless recording read into "
+            f"memory first, which its peak RSS includes).\n\n{table}\n\nstreamcam time per frame in each stage "
+            f"(stages run in parallel threads):\n\n{stages}\n\nCPU milliseconds per frame in steady state, per thread "
+            "(from /proc; \"native threads\": x264's frame and lookahead threads, torch's OpenMP worker, the "
+            "decoder's slice threads and OpenCV's workers; \"cores busy\": CPU time over wall time):\n\n"
+            f"{cpu}\n\nx264 alone ({ENCODER['preset']}, CRF {ENCODER['crf']}), CPU milliseconds per frame of the clip's "
+            f"own frames and of streamcam's rendered frames of it, nothing else running:\n\n{encoders}\n\n"
+            + "\n".join(f"- {note}" for note in notes))
     print(text)
     if not args.no_record:
         import torch

@@ -214,8 +214,12 @@ class RunPlan:
     @classmethod
     def build(cls, config: RunConfig, device: torch.device, decoding: Decoding, video: VideoInfo) -> RunPlan:
         live = video.live
-        h264 = choose_h264_encoder(config.encoder, on_gpu=is_gpu(device)) if config.writes_video else "libx264"
-        encoding = Encoding(h264, config.crf, config.preset or ("ultrafast" if live else "veryfast"), live)
         return cls(device=device, decoding=decoding, live=live, render_on_device=decoding.keep_yuv,
                    cuda_streams=is_gpu(device), batch_size=config.batch_size or (1 if live else 4),
-                   queue_size=4, encoding=encoding, max_frames=config.max_frames)
+                   queue_size=4, encoding=plan_encoding(config, device, live), max_frames=config.max_frames)
+
+
+def plan_encoding(config: RunConfig, device: torch.device, live: bool) -> Encoding:
+    """The run's encoder: --preset, or veryfast for files and ultrafast for live sources."""
+    h264 = choose_h264_encoder(config.encoder, on_gpu=is_gpu(device)) if config.writes_video else "libx264"
+    return Encoding(h264, config.crf, config.preset or ("ultrafast" if live else "veryfast"), live)

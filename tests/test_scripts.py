@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -24,13 +26,39 @@ def test_end_to_end_benchmark_runs_every_case_and_prints_its_tables():
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 160x96")]
     assert [row.split("|")[2].strip() for row in rows] == [
         "bare transcode (codec ceiling)", "naive pytorch-grad-cam loop, ResNet-18", "zero-overhead pipeline, resnet18",
-        "streamcam, resnet18", "zero-overhead pipeline, resnet18: latency capture → encoded",
+        "zero-overhead pipeline, resnet18, encoding streamcam's frames", "streamcam, resnet18",
+        "zero-overhead pipeline, resnet18: latency capture → encoded",
         "streamcam, resnet18: latency capture → rendered frame",
         "resnet18",  # the stage table
+        "resnet18", "resnet18",  # the CPU table: the zero-overhead pipeline, streamcam
+        "resnet18",  # x264 alone
     ]
-    ratios = [row.split("|")[6].strip() for row in rows[:6]]
-    assert ratios[2] == "1.00×" and ratios[3].startswith("**") and ratios[5].startswith("p95 **")
+    ratios = [row.split("|")[6].strip() for row in rows[:7]]
+    assert ratios[2] == "1.00×" and ratios[4].startswith("**") and ratios[6].startswith("p95 **")
+    cpu_rows = [row.split("|") for row in rows[8:10]]
+    assert [row[3].strip() for row in cpu_rows] == ["zero-overhead", "streamcam"]
+    assert all(float(row[10]) > 0 for row in cpu_rows)  # CPU ms per frame, all threads
     assert "MB after a third of the clip" in done.stdout and "frames written" in done.stdout
+
+
+def test_the_benchmarks_live_streamcam_run_encodes_as_a_users_live_run_and_its_bound():
+    """The live rows compare like with like: streamcam's live case, a user's live run and the zero-overhead
+    pipeline plan the same encoder (a live run's ultrafast); files keep the other cases' veryfast."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    from streamcam.config import RunConfig
+    from streamcam.plan import plan_encoding
+
+    cpu = torch.device("cpu")
+    live = "lavfi:testsrc2=size=160x96:rate=30,realtime"
+    users_live_run = plan_encoding(RunConfig(source=live, output=Path("live.mp4")), cpu, live=True)
+    assert plan_encoding(benchmark.streamcam_config(live, "live.mp4", "cpu"), cpu, live=True) == users_live_run
+    assert users_live_run.preset == "ultrafast"
+    file_run = plan_encoding(benchmark.streamcam_config("clip.mp4", "out.mp4", "cpu"), cpu, live=False)
+    assert (file_run.preset, file_run.crf) == (benchmark.ENCODER["preset"], int(benchmark.ENCODER["crf"]))
 
 
 def test_serve_benchmark_measures_the_run_with_0_1_and_8_viewers():
