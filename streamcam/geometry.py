@@ -45,18 +45,6 @@ class MapGeometry:
             return heatmap
         return cv2.resize(heatmap.astype(np.float32, copy=False), (width, height), interpolation=cv2.INTER_LINEAR)
 
-    def upsample_levels(self, heatmap: np.ndarray) -> np.ndarray:
-        """An (h,w) [0,1] map as colour levels (H,W) uint8, round(255 * bilinear(map)), at the frame's size.
-
-        Interpolated in 16-bit fixed point (a level in 1/256ths) rather than in float: a 720p float map is
-        3.7 MB written and read again per frame, and this takes half the time of the float path (levels
-        differ from it by at most one, where the exact value lies within 1/256 of a rounding tie)."""
-        height, width = self.frame_size
-        levels = np.rint(np.clip(heatmap, 0, 1) * (255 * 256)).astype(np.uint16)
-        if heatmap.shape != (height, width):
-            levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)
-        return cv2.convertScaleAbs(levels, alpha=1 / 256)  # rounding, saturating 16.8 fixed point -> uint8
-
     def upsample_tensor(self, maps: torch.Tensor) -> torch.Tensor:
         """(K,h,w) maps at the frame's size, where they are."""
         return F.interpolate(maps[:, None].float(), size=self.frame_size, mode="bilinear", align_corners=False)[:, 0]

@@ -39,17 +39,16 @@ def colormap_lut(name: str) -> np.ndarray:
     return cv2.applyColorMap(ramp, COLORMAPS[name])[:, 0].copy()
 
 
-def blend_bgr(frame: np.ndarray, levels: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
-    """Colour levels (H,W) uint8 of the frame's size, coloured by `lut` and blended over a BGR uint8 frame,
-    in a new picture (the colours' buffer: the blend writes over it rather than allocating another)."""
-    colours = cv2.applyColorMap(levels, lut[:, None, :])
-    return cv2.addWeighted(colours, alpha, frame, 1 - alpha, 0, dst=colours)
+def blend_bgr(frame: np.ndarray, heatmap: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
+    """A [0,1] heatmap of the frame's size, coloured by `lut` and blended over a BGR uint8 frame."""
+    levels = cv2.convertScaleAbs(heatmap, alpha=255.0)  # saturating, rounding float -> uint8
+    return cv2.addWeighted(cv2.applyColorMap(levels, lut[:, None, :]), alpha, frame, 1 - alpha, 0)
 
 
 def overlay(frame: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
     """Blend a [0,1] heatmap (h,w) over a BGR uint8 frame (H,W,3), resizing the map to the frame."""
     geometry = MapGeometry(heatmap.shape, frame.shape[:2])
-    return blend_bgr(frame, geometry.upsample_levels(heatmap), colormap_lut(colormap), alpha)
+    return blend_bgr(frame, geometry.upsample(heatmap), colormap_lut(colormap), alpha)
 
 
 @dataclass
@@ -184,7 +183,7 @@ class OpenCVRenderer(Renderer):
 
     def overlays(self, explained: ExplainedFrame) -> list[np.ndarray]:
         frame = explained.frame.picture.bgr()
-        return [blend_bgr(frame, explained.geometry.upsample_levels(heatmap), self.lut, self.alpha)
+        return [blend_bgr(frame, explained.geometry.upsample(heatmap), self.lut, self.alpha)
                 for heatmap in explained.maps.float().cpu().numpy()]
 
     def original(self, explained: ExplainedFrame) -> np.ndarray:

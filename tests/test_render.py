@@ -82,34 +82,6 @@ def test_overlay_colours_follow_the_map():
     assert (blended[50, 20] == lut[0]).all() and (blended[50, 180] == lut[255]).all()
 
 
-def float_path_overlay(frame, heatmap, lut, alpha):
-    """How the CPU renderer blended before it upsampled in fixed point: a float map at the frame's size."""
-    levels = cv2.convertScaleAbs(cv2.resize(heatmap, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR), alpha=255.0)
-    return cv2.addWeighted(cv2.applyColorMap(levels, lut[:, None, :]), alpha, frame, 1 - alpha, 0), levels
-
-
-@pytest.mark.parametrize("map_size, frame_size", [((6, 10), (720, 1280)), ((45, 80), (180, 320)), ((7, 7), (91, 161))])
-@pytest.mark.parametrize("colormap", ["jet", "turbo"])
-def test_rendered_frames_match_the_float_path_within_uint8_rounding(map_size, frame_size, colormap):
-    """The renderer's frames are the float path's, except where a map value lies within rounding of a
-    level boundary: there the level is off by one, and the pixel by one level's colour step."""
-    rng = np.random.default_rng(sum(map_size))
-    frame = rng.integers(0, 256, (*frame_size, 3), dtype=np.uint8)
-    lut, alpha = colormap_lut(colormap), 0.5
-    largest_step = np.abs(np.diff(lut.astype(int), axis=0)).max()
-    geometry = MapGeometry(map_size, frame_size)
-    for _ in range(5):
-        heatmap = cv2.GaussianBlur(rng.random(map_size, dtype=np.float32), (3, 3), 0)
-        heatmap = (heatmap - heatmap.min()) / (heatmap.max() - heatmap.min())
-        expected, expected_levels = float_path_overlay(frame, heatmap, lut, alpha)
-        levels = geometry.upsample_levels(heatmap)
-        assert np.abs(levels.astype(int) - expected_levels).max() <= 1 and (levels != expected_levels).mean() < 0.01
-        rendered = overlay(frame, heatmap, alpha, colormap)
-        difference = np.abs(rendered.astype(int) - expected)
-        assert difference.max() <= np.ceil(alpha * largest_step) + 1
-        assert (difference.max(axis=2) == 0).mean() > 0.98
-
-
 def test_labels_are_drawn_legibly_in_the_corners():
     item = explained()
     plain = OpenCVRenderer(name, alpha=0.5).overlays(item)[0]
