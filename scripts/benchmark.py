@@ -240,10 +240,7 @@ def case_zero(clip: str, output: str, device: str, model_name: str = "resnet18",
     batch_size = 1 if live else 4
     decoded, explained = NewestFirst(batch_size if live else 4, live), NewestFirst(4, live)
     clock, latencies, cpu = SteadyClock(), [], benchlib.ThreadCpu()
-    rendered = []
-    if pictures_from:
-        with av.open(pictures_from) as recording:
-            rendered = [frame.reformat(format="yuv420p") for frame in recording.decode(video=0)]
+    rendered = read_frames(pictures_from) if pictures_from else []
     deadline = None if seconds is None else time.monotonic() + seconds
     if live:
         source = av.open(clip.removeprefix("lavfi:"), format="lavfi")
@@ -307,16 +304,16 @@ def case_encode(clip: str, output: str, device: str, pictures_from: str) -> dict
     encode the clip's own frames, and streamcam's rendered frames of it (a lossless recording), each
     read into memory first, with nothing else running."""
     import av
+    import torch
 
-    from streamcam.plan import Encoding
+    from streamcam.plan import plan_encoding
 
-    encoding = Encoding(crf=int(ENCODER["crf"]), preset=ENCODER["preset"])
+    encoding = plan_encoding(streamcam_config(clip, output, device), torch.device("cpu"), live=False)
     result = {}
     for name, path in (("untouched", clip), ("streamcam", pictures_from)):
-        with av.open(path) as recording:
-            frames = [frame.reformat(format="yuv420p") for frame in recording.decode(video=0)]
+        frames = read_frames(path)
         with av.open(output, "w") as sink:
-            stream = sink.add_stream("libx264", rate=30, options=encoding.options("libx264", Fraction(30)))
+            stream = sink.add_stream(encoding.h264, rate=30, options=encoding.options(encoding.h264, Fraction(30)))
             stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
             started = process_cpu()
             for index, frame in enumerate(frames):
@@ -327,6 +324,14 @@ def case_encode(clip: str, output: str, device: str, pictures_from: str) -> dict
                 sink.mux(packet)
             result[f"{name}_ms"] = 1000 * (process_cpu() - started) / len(frames)
     return result
+
+
+def read_frames(path: str) -> list:
+    """Every frame of a video's first stream, as yuv420p, in memory."""
+    import av
+
+    with av.open(path) as video:
+        return [frame.reformat(format="yuv420p") for frame in video.decode(video=0)]
 
 
 def process_cpu() -> float:
