@@ -3,11 +3,15 @@ here; docs/benchmarks.md has real runs)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from media import decoded_frames, write_clip
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -59,6 +63,23 @@ def test_the_benchmarks_live_streamcam_run_encodes_as_a_users_live_run_and_its_b
     assert users_live_run.preset == "ultrafast"
     file_run = plan_encoding(benchmark.streamcam_config("clip.mp4", "out.mp4", "cpu"), cpu, live=False)
     assert (file_run.preset, file_run.crf) == (benchmark.ENCODER["preset"], int(benchmark.ENCODER["crf"]))
+
+
+def test_the_benchmarks_streamcam_runs_make_the_same_maps_so_its_recording_is_the_frames_it_times(tmp_path):
+    """The bound that encodes streamcam's frames reads them from another run (a lossless recording): with
+    random weights, both runs must draw the same ones, or their maps, and x264's work, differ."""
+    write_clip(tmp_path / "clip.mp4", frames=12, size=(160, 96))
+    recordings = []
+    for run in range(2):
+        recordings.append(tmp_path / f"run{run}.mkv")
+        kwargs = {"clip": str(tmp_path / "clip.mp4"), "output": str(recordings[-1]), "device": "cpu", "lossless": True}
+        done = subprocess.run([sys.executable, str(SCRIPTS / "benchmark.py"), "--case", "streamcam",
+                               "--kwargs", json.dumps(kwargs)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    first, second = (decoded_frames(path) for path in recordings)
+    below_the_labels = np.s_[40:]  # the FPS label differs between runs
+    assert len(first) == len(second) == 12
+    assert all(np.array_equal(a[below_the_labels], b[below_the_labels]) for a, b in zip(first, second))
 
 
 def test_serve_benchmark_measures_the_run_with_0_1_and_8_viewers():
